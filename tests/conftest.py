@@ -1,0 +1,19 @@
+"""Test setup: fake 8 CPU devices so sharded code paths run on a laptop.
+
+The flag must be set before JAX initialises its backends, which is why it
+lives here, at import time of the first module pytest loads.
+"""
+import os
+
+os.environ["XLA_FLAGS"] = (
+    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", False)
+
+
+def pytest_report_header(config):
+    return f"jax {jax.__version__}, devices: {jax.device_count()} x {jax.devices()[0].platform}"
