@@ -1,0 +1,115 @@
+"""Training targets: a panoptic label -> semantic, vote and weight maps (DESIGN §4).
+
+All maps are at the network's output stride. Downsample segment ids to that
+stride with :func:`downsample_ids` (nearest neighbour; ids are never
+interpolated) before calling :func:`make_targets`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from pcv.voting.grid import VoteGrid
+
+IGNORE = -1
+CENTROIDS = ("mass", "box")
+
+
+def resize_nearest(ids: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of an ``[H, W, ...]`` map with half-pixel centres.
+
+    Output pixel i samples input pixel ``floor((i + 0.5) * H_in / H_out)``, the
+    same rule as :func:`pcv.inference.resize_nearest`.
+    """
+    ids = np.asarray(ids)
+    h, w = ids.shape[:2]
+    oh, ow = out_hw
+    ys = np.minimum(((np.arange(oh) + 0.5) * h / oh).astype(np.int64), h - 1)
+    xs = np.minimum(((np.arange(ow) + 0.5) * w / ow).astype(np.int64), w - 1)
+    return ids[ys[:, None], xs[None, :]]
+
+
+def downsample_ids(segment_ids: np.ndarray, stride: int) -> np.ndarray:
+    """Segment ids at ``1/stride`` resolution (``ceil`` of the size), nearest neighbour."""
+    h, w = np.asarray(segment_ids).shape[:2]
+    return resize_nearest(segment_ids, (-(-h // stride), -(-w // stride)))
+
+
+def make_targets(
+    segment_ids: np.ndarray,
+    segments: Sequence[Mapping],
+    grid: VoteGrid,
+    centroid: str = "mass",
+    weight_power: float = 0.5,
+) -> dict[str, np.ndarray]:
+    """Build the PCV training targets for one image.
+
+    Args:
+      segment_ids: int ``[H, W]``, 0 = void, at target resolution.
+      segments: mappings with ``id``, ``train_id``, ``isthing``, ``iscrowd``;
+        every non-zero id in ``segment_ids`` must have one. Segments absent
+        from the map (e.g. lost by downsampling) are allowed.
+      grid: the voting grid (K bins; ``K`` is the abstain class).
+      centroid: ``"mass"`` (floor of the mean (y, x) of the pixels) or
+        ``"box"`` (floor of the middle of the tight box).
+      weight_power: per-pixel weight is ``area ** -weight_power``.
+    Returns:
+      ``semantic`` int32 ``[H, W]`` (train id, -1 on void),
+      ``votes`` int32 ``[H, W]`` (bin; K for stuff; -1 on crowd, void and
+      thing pixels whose centroid lies outside the field),
+      ``weights`` float32 ``[H, W]`` (0 on crowd and void).
+    """
+    if centroid not in CENTROIDS:
+        raise ValueError(f"centroid must be one of {CENTROIDS}, got {centroid!r}")
+    ids = np.asarray(segment_ids)
+    if ids.ndim != 2 or not np.issubdtype(ids.dtype, np.integer):
+        raise ValueError(f"segment_ids must be an integer [H, W] map, got {ids.dtype} {ids.shape}")
+    h, w = ids.shape
+    semantic = np.full((h, w), IGNORE, np.int32)
+    votes = np.full((h, w), IGNORE, np.int32)
+    weights = np.zeros((h, w), np.float32)
+
+    by_id = {}
+    for i, seg in enumerate(segments):
+        for key in ("id", "train_id", "isthing", "iscrowd"):
+            if key not in seg:
+                raise ValueError(f"segment {i} ({dict(seg)!r}) has no {key!r}")
+        sid = int(seg["id"])
+        if sid == 0:
+            raise ValueError(f"segment {i} has id 0, which is reserved for void")
+        if sid in by_id:
+            raise ValueError(f"segment id {sid} appears twice in segments")
+        by_id[sid] = seg
+
+    present, inverse = np.unique(ids, return_inverse=True)
+    inverse = inverse.reshape(h, w)
+    unknown = [int(s) for s in present if s != 0 and int(s) not in by_id]
+    if unknown:
+        raise ValueError(f"segment ids {unknown} are in the label map but not in segments")
+    areas = np.bincount(inverse.ravel(), minlength=len(present))
+    ys, xs = np.indices((h, w))
+    sum_y = np.bincount(inverse.ravel(), ys.ravel(), minlength=len(present))
+    sum_x = np.bincount(inverse.ravel(), xs.ravel(), minlength=len(present))
+
+    for j, sid in enumerate(present):
+        if sid == 0:
+            continue
+        seg = by_id[int(sid)]
+        mask = inverse == j
+        semantic[mask] = int(seg["train_id"])
+        if seg["iscrowd"]:
+            continue
+        weights[mask] = float(areas[j]) ** -weight_power
+        if not seg["isthing"]:
+            votes[mask] = grid.num_bins
+            continue
+        py, px = ys[mask], xs[mask]
+        if centroid == "mass":
+            # Integer floor division of exact sums: no float rounding at .0 boundaries.
+            cy, cx = int(sum_y[j]) // int(areas[j]), int(sum_x[j]) // int(areas[j])
+        else:
+            cy, cx = (int(py.min()) + int(py.max())) // 2, (int(px.min()) + int(px.max())) // 2
+        votes[mask] = grid.bin_of_offset(np.stack([cy - py, cx - px], -1))
+    return {"semantic": semantic, "votes": votes, "weights": weights}
