@@ -1,0 +1,372 @@
+"""Inference: semantic and vote logits -> a panoptic map (DESIGN §5).
+
+Everything up to the panoptic map runs on the accelerator under ``jit`` with
+static shapes: at most ``max_instances`` instances, with a validity mask; no
+host round trips. :func:`to_coco_panoptic` is the host-side wrapper that
+turns one result into a PNG-ready id map and COCO ``segments_info``.
+
+Legend: H, W the heads' map (stride 4); C semantic classes; K vote bins
+(the vote head has K + 1 classes, the last is abstain); N max instances;
+T top-T votes per pixel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from pcv.voting.aggregation import aggregate_votes
+from pcv.voting.backprojection import backproject
+from pcv.voting.grid import VoteGrid
+
+VOID = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceConfig:
+    """Settings of the logits -> panoptic post-processing.
+
+    Attributes:
+      threshold: heatmap value at or above which a pixel belongs to a peak
+        region.
+      max_instances: N, the static number of instance slots.
+      top_t: how many of each pixel's best bins take part in backprojection.
+      min_stuff_area: stuff segments smaller than this many pixels *of the
+        output map* (the input image size when one is given) become void.
+      method: the aggregation formulation (see :func:`aggregate_votes`).
+    """
+
+    threshold: float = 4.0
+    max_instances: int = 100
+    top_t: int = 1
+    min_stuff_area: int = 4096
+    method: str = "shift"
+
+    def __post_init__(self):
+        if self.max_instances < 1:
+            raise ValueError(f"max_instances must be >= 1, got {self.max_instances}")
+        if self.top_t < 1:
+            raise ValueError(f"top_t must be >= 1, got {self.top_t}")
+        if self.min_stuff_area < 0:
+            raise ValueError(f"min_stuff_area must be >= 0, got {self.min_stuff_area}")
+
+
+# ----------------------------------------------------------------------------
+# Small on-device building blocks.
+# ----------------------------------------------------------------------------
+
+
+def resize_nearest(x, out_hw: tuple[int, int]):
+    """Nearest-neighbour resize of ``[H, W, ...]`` with half-pixel centres.
+
+    Output pixel i samples input ``floor((i + 0.5) * H / H_out)``; the same
+    rule as :func:`pcv.targets.resize_nearest`. Used for ids: never blends.
+    """
+    h, w = x.shape[:2]
+    oh, ow = out_hw
+    if (oh, ow) == (h, w):
+        return x
+    ys = jnp.minimum(((jnp.arange(oh) + 0.5) * (h / oh)).astype(jnp.int32), h - 1)
+    xs = jnp.minimum(((jnp.arange(ow) + 0.5) * (w / ow)).astype(jnp.int32), w - 1)
+    return x[ys[:, None], xs[None, :]]
+
+
+def _argmax(x, x_max):
+    """First index of the maximum along the last axis, given that maximum.
+
+    Two plain reductions; XLA's variadic argmax reduction is far slower on CPU.
+    """
+    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    return jnp.min(jnp.where(x == x_max[..., None], iota, x.shape[-1]), -1)
+
+
+def connected_components(mask):
+    """4-connected components of a boolean ``[H, W]`` map, on device.
+
+    Returns int32 ``[H, W]``: for foreground pixels the flat index (y * W + x)
+    of the smallest pixel of their component, -1 on background. Min-label
+    propagation with pointer jumping, iterated to convergence.
+    """
+    h, w = mask.shape
+    big = h * w
+    idx = jnp.arange(big, dtype=jnp.int32).reshape(h, w)
+    init = jnp.where(mask, idx, big)
+
+    def step(labels):
+        p = jnp.pad(labels, 1, constant_values=big)
+        m = jnp.minimum(
+            jnp.minimum(labels, jnp.minimum(p[:-2, 1:-1], p[2:, 1:-1])),
+            jnp.minimum(p[1:-1, :-2], p[1:-1, 2:]),
+        )
+        m = jnp.where(mask, m, big)
+        # A label is the index of a pixel of the same component whose own label
+        # is no larger, so following it twice only shortens the path.
+        flat = m.reshape(-1)
+        for _ in range(2):
+            flat = jnp.minimum(flat, jnp.take(flat, jnp.minimum(flat, big - 1)))
+        return jnp.where(mask, flat.reshape(h, w), big)
+
+    def cond(state):
+        labels, prev = state
+        return jnp.any(labels != prev)
+
+    def body(state):
+        labels, _ = state
+        return step(labels), labels
+
+    labels, _ = jax.lax.while_loop(cond, body, (step(init), init))
+    return jnp.where(mask, labels, -1)
+
+
+def peak_regions(heat, threshold: float, max_instances: int):
+    """Thresholded peak regions of a heatmap, the strongest ``max_instances`` of them.
+
+    Args:
+      heat: ``[H, W]``.
+    Returns:
+      dict with ``boxes`` int32 ``[N, 4]`` inclusive (y0, x0, y1, x1),
+      ``peaks`` int32 ``[N, 2]`` (y, x) of each region's maximum,
+      ``scores`` ``[N]`` the region's maximum heat, ``valid`` bool ``[N]``,
+      ``labels`` int32 ``[H, W]`` (component root index, -1 background),
+      ordered by decreasing score; invalid slots hold zeros.
+    """
+    h, w = heat.shape
+    big = h * w
+    labels = connected_components(heat >= threshold)
+    fg = labels >= 0
+    seg = jnp.where(fg, labels, big).reshape(-1)  # background -> a dump segment
+    flat_heat = heat.reshape(-1)
+    ys, xs = (a.reshape(-1) for a in jnp.indices((h, w), dtype=jnp.int32))
+    n_seg = big + 1
+    region_max = jax.ops.segment_max(flat_heat, seg, n_seg)[:big]
+    is_root = seg == jnp.arange(big)  # a component's label is its smallest pixel
+    score_of_root = jnp.where(is_root, region_max, -jnp.inf)
+    k = min(max_instances, big)
+    scores, roots = jax.lax.top_k(score_of_root, k)
+    valid = jnp.isfinite(scores)
+    y0 = jax.ops.segment_min(ys, seg, n_seg)[roots]
+    y1 = jax.ops.segment_max(ys, seg, n_seg)[roots]
+    x0 = jax.ops.segment_min(xs, seg, n_seg)[roots]
+    x1 = jax.ops.segment_max(xs, seg, n_seg)[roots]
+    at_max = flat_heat == region_max[jnp.minimum(seg, big - 1)]
+    peak_idx = jax.ops.segment_min(jnp.where(at_max, jnp.arange(big, dtype=jnp.int32), big), seg, n_seg)[roots]
+    boxes = jnp.stack([y0, x0, y1, x1], -1)
+    peaks = jnp.stack([peak_idx // w, peak_idx % w], -1)
+    pad = max_instances - k
+    if pad:
+        boxes, peaks = (jnp.pad(a, ((0, pad), (0, 0))) for a in (boxes, peaks))
+        scores = jnp.pad(scores, (0, pad), constant_values=-jnp.inf)
+        valid = jnp.pad(valid, (0, pad))
+    zero = ~valid[:, None]
+    return {
+        "boxes": jnp.where(zero, 0, boxes).astype(jnp.int32),
+        "peaks": jnp.where(zero, 0, peaks).astype(jnp.int32),
+        "scores": jnp.where(valid, scores, 0.0),
+        "valid": valid,
+        "labels": labels,
+    }
+
+
+# ----------------------------------------------------------------------------
+# The whole post-processing.
+# ----------------------------------------------------------------------------
+
+
+def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, config: InferenceConfig, out_hw):
+    h, w, c = sem_logits.shape
+    k = grid.num_bins
+    n = config.max_instances
+    sem_logits = sem_logits.astype(jnp.float32)
+    vote_logits = vote_logits.astype(jnp.float32)
+
+    # 1. Softmax; abstaining pixels (argmax is the abstain class) cast no votes.
+    bin_logits = vote_logits[..., :k]
+    bin_max = bin_logits.max(-1)
+    abstain = vote_logits[..., k] > bin_max
+    vmax = jnp.maximum(bin_max, vote_logits[..., k])[..., None]
+    z = jnp.exp(vote_logits - vmax).sum(-1, keepdims=True)
+    scale = jnp.where(abstain[..., None], 0.0, 1.0 / z)
+    # Materialised once: recomputing exp inside every shifted read is slower.
+    bin_probs = jax.lax.optimization_barrier(jnp.exp(bin_logits - vmax) * scale)
+
+    # 2. Heatmap.
+    heat = aggregate_votes(bin_probs, grid, method=config.method)
+
+    # 3. Peak regions.
+    regions = peak_regions(heat, config.threshold, n)
+    valid = regions["valid"]
+
+    # 4. Backprojection with the top-T bins of voting pixels.
+    if config.top_t == 1:
+        vote_bins = _argmax(bin_logits, bin_max)[..., None]
+    else:
+        _, vote_bins = jax.lax.top_k(bin_logits, config.top_t)
+    vote_bins = jnp.where(abstain[..., None], -1, vote_bins)
+    ranks = backproject(vote_bins, regions["boxes"], grid)  # [N, H, W]
+    ranks = jnp.where(valid[:, None, None], ranks, -1)
+    claimed = ranks >= 0
+
+    # 6. (needed by 5) Instance class: the thing class with the highest mean
+    # semantic probability over the instance's pixels.
+    sem_probs = jax.nn.softmax(sem_logits, -1)
+    thing_ids = np.flatnonzero(thing_mask)
+    thing_probs = sem_probs[..., thing_ids].reshape(h * w, len(thing_ids))
+    summed = jnp.dot(claimed.reshape(n, h * w).astype(jnp.float32), thing_probs, precision="highest")
+    inst_class = jnp.asarray(thing_ids, jnp.int32)[jnp.argmax(summed, -1)]  # [N]
+
+    # 5. Overlaps: best rank, then agreement with the pixel's semantic argmax,
+    # then the nearest peak; the lowest slot wins remaining ties.
+    sem_label = _argmax(sem_logits, sem_logits.max(-1))  # [H, W]
+    big_rank = jnp.iinfo(jnp.int32).max
+    r = jnp.where(claimed, ranks, big_rank)
+    keep = claimed & (r == r.min(0))
+    disagree = (inst_class[:, None, None] != sem_label[None]).astype(jnp.int32)
+    d = jnp.where(keep, disagree, 2)
+    keep = keep & (d == d.min(0))
+    ys = jnp.arange(h, dtype=jnp.int32)[None, :, None]
+    xs = jnp.arange(w, dtype=jnp.int32)[None, None, :]
+    py, px = regions["peaks"][:, 0, None, None], regions["peaks"][:, 1, None, None]
+    dist = jnp.where(keep, (ys - py) ** 2 + (xs - px) ** 2, big_rank)
+    owner = jnp.argmin(dist, 0).astype(jnp.int32)  # [H, W]
+    owned = keep.any(0)
+    instance = jnp.where(owned, owner, -1)
+    counts = jnp.zeros(n + 1, jnp.int32).at[jnp.where(owned, owner, n)].add(1)[:n]
+    inst_valid = valid & (counts > 0)
+
+    # 7. Stuff: unclaimed pixels of a stuff class, one segment per class, small
+    # ones void; thing pixels claimed by no instance are void.
+    stuff_mask = jnp.asarray(~np.asarray(thing_mask, bool))
+    is_stuff = ~owned & stuff_mask[sem_label]
+    stuff_area = jnp.zeros(c + 1, jnp.int32).at[jnp.where(is_stuff, sem_label, c)].add(1)[:c]
+    area_scale = (out_hw[0] * out_hw[1]) / (h * w)
+    stuff_ok = (stuff_area * area_scale >= config.min_stuff_area) & (stuff_area > 0)
+    is_stuff = is_stuff & stuff_ok[sem_label]
+    semantic = jnp.where(owned, inst_class[jnp.maximum(instance, 0)], jnp.where(is_stuff, sem_label, VOID))
+    instance_map = jnp.where(owned, instance + 1, 0)
+
+    # 8. Back to the input size, nearest neighbour.
+    return {
+        "semantic": resize_nearest(semantic, out_hw),
+        "instance": resize_nearest(instance_map, out_hw),
+        "instance_class": jnp.where(inst_valid, inst_class, VOID),
+        "instance_valid": inst_valid,
+        "instance_score": jnp.where(inst_valid, regions["scores"], 0.0),
+        "boxes": regions["boxes"],
+        "peaks": regions["peaks"],
+        "heatmap": heat,
+    }
+
+
+def panoptic_inference(
+    sem_logits,
+    vote_logits,
+    grid: VoteGrid,
+    thing_mask: Sequence[bool],
+    config: InferenceConfig = InferenceConfig(),
+    output_size: tuple[int, int] | None = None,
+):
+    """Logits -> panoptic prediction, on device (jit-able, static shapes).
+
+    Args:
+      sem_logits: ``[(B,) H, W, C]``.
+      vote_logits: ``[(B,) H, W, K + 1]``, the last channel is abstain.
+      grid: the voting grid (K bins).
+      thing_mask: C booleans, True for thing classes (static).
+      config: post-processing settings (static).
+      output_size: ``(H_out, W_out)`` of the returned maps (the input image
+        size); default the heads' map size.
+    Returns:
+      dict of arrays (with the leading B when given):
+      ``semantic`` int32 ``[H_out, W_out]`` train id, -1 void;
+      ``instance`` int32 ``[H_out, W_out]``, n + 1 for instance slot n, 0 else;
+      ``instance_class`` int32 ``[N]`` (-1 for invalid slots);
+      ``instance_valid`` bool ``[N]``; ``instance_score`` ``[N]`` (peak heat);
+      ``boxes`` int32 ``[N, 4]`` and ``peaks`` int32 ``[N, 2]`` at map
+      resolution; ``heatmap`` ``[H, W]``.
+    """
+    sem_logits = jnp.asarray(sem_logits)
+    vote_logits = jnp.asarray(vote_logits)
+    thing_mask = np.asarray(thing_mask, bool)
+    if sem_logits.shape[:-1] != vote_logits.shape[:-1] or sem_logits.ndim not in (3, 4):
+        raise ValueError(
+            f"sem_logits {sem_logits.shape} and vote_logits {vote_logits.shape} must both be "
+            "[(B,) H, W, channels] with the same leading shape"
+        )
+    if vote_logits.shape[-1] != grid.num_bins + 1:
+        raise ValueError(
+            f"vote_logits has {vote_logits.shape[-1]} channels; the grid needs K + 1 = {grid.num_bins + 1}"
+        )
+    if thing_mask.shape != (sem_logits.shape[-1],):
+        raise ValueError(f"thing_mask has {thing_mask.shape[0]} entries for {sem_logits.shape[-1]} classes")
+    if not thing_mask.any():
+        raise ValueError("thing_mask marks no thing class; PCV needs at least one")
+    h, w = sem_logits.shape[-3:-1]
+    out_hw = tuple(output_size) if output_size is not None else (h, w)
+    return _infer(sem_logits, vote_logits, grid, tuple(bool(t) for t in thing_mask), config, out_hw)
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _infer(sem_logits, vote_logits, grid, thing_mask, config, out_hw):
+    # Jitted even when called eagerly; under an outer jit this simply inlines.
+    fn = lambda s, v: _infer_one(s, v, grid, np.asarray(thing_mask), config, out_hw)  # noqa: E731
+    if sem_logits.ndim == 4:
+        fn = jax.vmap(fn)
+    return fn(sem_logits, vote_logits)
+
+
+def to_coco_panoptic(
+    result: Mapping[str, np.ndarray],
+    category_ids: Sequence[int],
+    thing_mask: Sequence[bool],
+) -> tuple[np.ndarray, list[dict]]:
+    """One image's result -> (id map ``[H, W]`` uint32, COCO ``segments_info``).
+
+    Args:
+      result: one (unbatched) output of :func:`panoptic_inference`.
+      category_ids: the dataset's category id of each train id.
+      thing_mask: C booleans (which train ids are things).
+    Returns:
+      ``id_map`` with 0 = void and one id per segment (write it with
+      :func:`pcv.evaluation.id2rgb` for a COCO panoptic PNG), and
+      ``segments_info`` with ``id``, ``category_id``, ``iscrowd``, ``area``,
+      ``bbox`` (x, y, w, h), ``isthing``.
+    """
+    semantic = np.asarray(result["semantic"])
+    instance = np.asarray(result["instance"])
+    if semantic.ndim != 2:
+        raise ValueError(f"to_coco_panoptic takes one image's result; semantic has shape {semantic.shape}")
+    thing_mask = np.asarray(thing_mask, bool)
+    # A segment is a (train id, instance) pair; stuff has instance 0.
+    key = np.where(semantic >= 0, (semantic.astype(np.int64) + 1) * (instance.max() + 2) + instance, 0)
+    uniq, inverse = np.unique(key, return_inverse=True)
+    inverse = inverse.reshape(key.shape)
+    id_map = np.zeros(key.shape, np.uint32)
+    segments = []
+    next_id = 1
+    for j, kv in enumerate(uniq):
+        if kv == 0:
+            continue
+        mask = inverse == j
+        ys, xs = np.nonzero(mask)
+        train_id = int(semantic[ys[0], xs[0]])
+        if not 0 <= train_id < len(category_ids):
+            raise ValueError(f"train id {train_id} has no category id (got {len(category_ids)} category ids)")
+        id_map[mask] = next_id
+        x0, y0 = int(xs.min()), int(ys.min())
+        segments.append(
+            {
+                "id": next_id,
+                "category_id": int(category_ids[train_id]),
+                "iscrowd": 0,
+                "isthing": int(thing_mask[train_id]),
+                "area": int(mask.sum()),
+                "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
+            }
+        )
+        next_id += 1
+    return id_map, segments
