@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from pcv.voting.aggregation import aggregate_votes
+from pcv.voting.aggregation import heatmap
 from pcv.voting.backprojection import backproject
 from pcv.voting.grid import VoteGrid
 
@@ -74,15 +74,6 @@ def resize_nearest(x, out_hw: tuple[int, int]):
     ys = jnp.minimum(((jnp.arange(oh) + 0.5) * (h / oh)).astype(jnp.int32), h - 1)
     xs = jnp.minimum(((jnp.arange(ow) + 0.5) * (w / ow)).astype(jnp.int32), w - 1)
     return x[ys[:, None], xs[None, :]]
-
-
-def _argmax(x, x_max):
-    """First index of the maximum along the last axis, given that maximum.
-
-    Two plain reductions; XLA's variadic argmax reduction is far slower on CPU.
-    """
-    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
-    return jnp.min(jnp.where(x == x_max[..., None], iota, x.shape[-1]), -1)
 
 
 def connected_components(mask):
@@ -185,17 +176,19 @@ def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, 
     vote_logits = vote_logits.astype(jnp.float32)
 
     # 1. Softmax; abstaining pixels (argmax is the abstain class) cast no votes.
-    bin_logits = vote_logits[..., :k]
-    bin_max = bin_logits.max(-1)
-    abstain = vote_logits[..., k] > bin_max
-    vmax = jnp.maximum(bin_max, vote_logits[..., k])[..., None]
-    z = jnp.exp(vote_logits - vmax).sum(-1, keepdims=True)
-    scale = jnp.where(abstain[..., None], 0.0, 1.0 / z)
-    # Materialised once: recomputing exp inside every shifted read is slower.
-    bin_probs = jax.lax.optimization_barrier(jnp.exp(bin_logits - vmax) * scale)
+    # The K + 1 channels are kept whole: slicing off abstain would copy the map.
+    top = jnp.argmax(vote_logits, -1).astype(jnp.int32)  # [H, W]
+    abstain = top == k
+    vmax = vote_logits.max(-1, keepdims=True)
+    log_z = vmax + jnp.log(jnp.exp(vote_logits - vmax).sum(-1, keepdims=True))
+    # Materialised once (recomputing exp inside every shifted read is slower), and
+    # written as one expression so the exponentials are not stored twice.
+    probs = jax.lax.optimization_barrier(
+        jnp.where(abstain[..., None], 0.0, jnp.exp(vote_logits - log_z))
+    )  # [H, W, K + 1]
 
-    # 2. Heatmap.
-    heat = aggregate_votes(bin_probs, grid, method=config.method)
+    # 2. Heatmap (the abstain channel is not read).
+    heat = heatmap(probs[None], grid, config.method)[0]
 
     # 3. Peak regions.
     regions = peak_regions(heat, config.threshold, n)
@@ -203,9 +196,10 @@ def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, 
 
     # 4. Backprojection with the top-T bins of voting pixels.
     if config.top_t == 1:
-        vote_bins = _argmax(bin_logits, bin_max)[..., None]
+        vote_bins = top[..., None]
     else:
-        _, vote_bins = jax.lax.top_k(bin_logits, config.top_t)
+        is_bin = jnp.arange(k + 1) < k
+        _, vote_bins = jax.lax.top_k(jnp.where(is_bin, vote_logits, -jnp.inf), config.top_t)
     vote_bins = jnp.where(abstain[..., None], -1, vote_bins)
     ranks = backproject(vote_bins, regions["boxes"], grid)  # [N, H, W]
     ranks = jnp.where(valid[:, None, None], ranks, -1)
@@ -213,15 +207,20 @@ def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, 
 
     # 6. (needed by 5) Instance class: the thing class with the highest mean
     # semantic probability over the instance's pixels.
-    sem_probs = jax.nn.softmax(sem_logits, -1)
-    thing_ids = np.flatnonzero(thing_mask)
-    thing_probs = sem_probs[..., thing_ids].reshape(h * w, len(thing_ids))
-    summed = jnp.dot(claimed.reshape(n, h * w).astype(jnp.float32), thing_probs, precision="highest")
-    inst_class = jnp.asarray(thing_ids, jnp.int32)[jnp.argmax(summed, -1)]  # [N]
+    sem_probs = jax.nn.softmax(sem_logits, -1).reshape(h * w, c)
+    things = np.flatnonzero(thing_mask)
+    if things[-1] - things[0] + 1 == len(things):
+        # Contiguous thing ids (COCO, Cityscapes): a slice, no gather copy.
+        lo, cols = int(things[0]), sem_probs[:, things[0] : things[-1] + 1]
+    else:
+        lo, cols = 0, sem_probs  # all columns; stuff masked out below
+    summed = jnp.dot(claimed.reshape(n, h * w).astype(jnp.float32), cols, precision="highest")  # [N, C']
+    summed = jnp.where(jnp.asarray(thing_mask[lo : lo + cols.shape[1]]), summed, -jnp.inf)
+    inst_class = (lo + jnp.argmax(summed, -1)).astype(jnp.int32)  # [N]
 
     # 5. Overlaps: best rank, then agreement with the pixel's semantic argmax,
     # then the nearest peak; the lowest slot wins remaining ties.
-    sem_label = _argmax(sem_logits, sem_logits.max(-1))  # [H, W]
+    sem_label = jnp.argmax(sem_logits, -1).astype(jnp.int32)  # [H, W]
     big_rank = jnp.iinfo(jnp.int32).max
     r = jnp.where(claimed, ranks, big_rank)
     keep = claimed & (r == r.min(0))

@@ -156,16 +156,19 @@ def aggregate_votes(probs, grid: VoteGrid, *, method: str = "shift"):
     _check_probs(probs, grid)
     if not jnp.issubdtype(probs.dtype, jnp.floating):
         probs = probs.astype(jnp.float32)
-    return _aggregate(probs, grid, method)
+    lead, (h, w, k) = probs.shape[:-3], probs.shape[-3:]
+    return heatmap(probs.reshape((-1, h, w, k)), grid, method).reshape(lead + (h, w))
 
 
 @partial(jax.jit, static_argnums=(1, 2))
-def _aggregate(probs, grid: VoteGrid, method: str):
-    # Jitted even when called eagerly: the shift formulation is hundreds of small ops.
-    lead, (h, w, k) = probs.shape[:-3], probs.shape[-3:]
-    flat = probs.reshape((-1, h, w, k))
-    heat = (_aggregate_shift if method == "shift" else _aggregate_conv)(flat, grid)
-    return heat.reshape(lead + (h, w))
+def heatmap(probs, grid: VoteGrid, method: str = "shift"):
+    """The unchecked core of :func:`aggregate_votes`: ``[B, H, W, >= K] -> [B, H, W]``.
+
+    Channels from K on are ignored, so the inference can hand over the full
+    K + 1 probabilities (abstain last) without copying them. Jitted even when
+    called eagerly: the shift formulation is hundreds of small ops.
+    """
+    return (_aggregate_shift if method == "shift" else _aggregate_conv)(probs, grid)
 
 
 def aggregate_votes_by_class(probs, labels, class_ids: Sequence[int], grid: VoteGrid, *, method: str = "shift"):
