@@ -73,7 +73,8 @@ def resize_nearest(x, out_hw: tuple[int, int]):
         return x
     ys = jnp.minimum(((jnp.arange(oh) + 0.5) * (h / oh)).astype(jnp.int32), h - 1)
     xs = jnp.minimum(((jnp.arange(ow) + 0.5) * (w / ow)).astype(jnp.int32), w - 1)
-    return x[ys[:, None], xs[None, :]]
+    # Two 1-D takes: a 2-D fancy index would build an [H_out, W_out, 2] index map.
+    return jnp.take(jnp.take(x, ys, axis=0), xs, axis=1)
 
 
 def connected_components(mask):

@@ -1,0 +1,25 @@
+"""The benchmark command runs end to end and reports every row."""
+
+import json
+
+import pytest
+
+from pcv import bench
+
+
+def test_bench_voting_tiny(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["voting", "--sizes", "tiny", "--repeats", "2", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    whats = [r["what"] for r in data["rows"]]
+    assert len(whats) == 4 and any("shift" in w for w in whats) and any("inference" in w for w in whats)
+    for r in data["rows"]:
+        assert 0 < r["min_ms"] <= r["ms"] and r["read_ms"] > 0
+        assert r["x_read"] == pytest.approx(r["ms"] / r["read_ms"], rel=0.01)
+    assert data["environment"]["backend"] == "cpu"
+    assert "x read" in capsys.readouterr().out
+
+
+def test_bench_rejects_unknown_size():
+    with pytest.raises(SystemExit):
+        bench.main(["voting", "--sizes", "imagenet"])
