@@ -207,7 +207,9 @@ def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, 
     claimed = ranks >= 0
 
     # 6. (needed by 5) Instance class: the thing class with the highest mean
-    # semantic probability over the instance's pixels.
+    # semantic probability over the instance's pixels. The overlap rule needs
+    # the class, so "the instance's pixels" are all that backproject to it,
+    # before overlaps are resolved.
     sem_probs = jax.nn.softmax(sem_logits, -1).reshape(h * w, c)
     things = np.flatnonzero(thing_mask)
     if things[-1] - things[0] + 1 == len(things):
