@@ -1,0 +1,72 @@
+"""Data: panoptic examples, the built-in synthetic dataset, and batching.
+
+- :mod:`pcv.data.panoptic`: the example format every source yields,
+  :class:`LabelSpace` (category ids -> train ids, things first),
+  :func:`gt_for_pq` and :func:`write_coco_panoptic`.
+- :mod:`pcv.data.synthetic`: :class:`SyntheticPanoptic`, demo data drawn on
+  the fly, deterministic from ``(seed, split, index)``.
+- :mod:`pcv.data.batching`: :func:`make_batch`, examples -> normalised images
+  and PCV targets at the output stride.
+- :func:`make_datasets`: the ``(train, val)`` sources a config names.
+
+::
+
+    from pcv.data import SyntheticPanoptic, make_batch
+    from pcv.voting import VoteGrid
+    ds = SyntheticPanoptic("train", size=(128, 128), seed=0)
+    batch = make_batch([ds[i] for i in range(8)], VoteGrid(((1, 1), (3, 2))), ds.label_space)
+    # images [8, 128, 128, 3] float32; semantic / votes / weights [8, 32, 32]
+"""
+
+from pcv.data.batching import (
+    DEFAULT_STRIDE,
+    IMAGE_MEAN,
+    IMAGE_STD,
+    denormalize_images,
+    example_targets,
+    make_batch,
+    normalize_images,
+)
+from pcv.data.panoptic import LabelSpace, as_label_space, gt_for_pq, segments_from_ids, write_coco_panoptic
+from pcv.data.synthetic import CATEGORIES, SyntheticConfig, SyntheticPanoptic, draw_scene
+
+__all__ = [
+    "CATEGORIES",
+    "DATASETS",
+    "DEFAULT_STRIDE",
+    "IMAGE_MEAN",
+    "IMAGE_STD",
+    "LabelSpace",
+    "SyntheticConfig",
+    "SyntheticPanoptic",
+    "as_label_space",
+    "denormalize_images",
+    "draw_scene",
+    "example_targets",
+    "gt_for_pq",
+    "make_batch",
+    "make_datasets",
+    "normalize_images",
+    "segments_from_ids",
+    "write_coco_panoptic",
+]
+
+#: Data sources :func:`make_datasets` knows, by ``config.data.name``.
+DATASETS = ("synthetic",)
+
+
+def make_datasets(config):
+    """``(train, val)`` random-access sources for a trainer config.
+
+    Reads ``config.seed`` and ``config.data``: ``name`` (one of
+    ``DATASETS``), ``image_size`` ``(H, W)``, ``num_val``, and optionally
+    ``num_train`` (default: unbounded, every index a new scene).
+    """
+    data = config.data
+    if data.name == "synthetic":
+        size = tuple(data.image_size)
+        num_train = data.get("num_train", None) if hasattr(data, "get") else None
+        train = SyntheticPanoptic("train", size=size, num_examples=num_train, seed=config.seed)
+        val = SyntheticPanoptic("val", size=size, num_examples=data.num_val, seed=config.seed)
+        return train, val
+    raise ValueError(f"unknown dataset {data.name!r}; known: {', '.join(DATASETS)}")

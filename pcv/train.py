@@ -1,0 +1,484 @@
+r"""Train and evaluate PCV: ``python -m pcv.train [--config=...] [--workdir=...]``.
+
+With no flags it trains the built-in synthetic demo (configs/synthetic.py)
+into ./workdir/synthetic. The same command runs on any number of devices:
+one jit-compiled step on a mesh with a ``data`` axis, the global batch
+sharded across all devices, parameters and optimizer state replicated.
+
+    python -m pcv.train --config=configs/synthetic.py:smoke --workdir=/tmp/smoke
+    python -m pcv.train --config=configs/synthetic.py --config.steps=500
+
+A run resumes from the latest checkpoint in its work dir (parameters,
+optimizer state, step, RNG and input position), so a preempted job is simply
+started again with the same command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from pcv import data as pcv_data
+from pcv import losses, metrics_writer, panels
+from pcv.evaluation import PQStat, format_table, pq_image_stats
+from pcv.inference import InferenceConfig, panoptic_inference, to_coco_panoptic
+from pcv.models import PCVNet
+from pcv.voting import VoteGrid
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic.py"
+DEFAULT_WORKDIR = "workdir/synthetic"
+
+
+# ----------------------------------------------------------------------------
+# Config checks: fail before compiling anything, naming the field.
+# ----------------------------------------------------------------------------
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    def need(ok, field, msg):
+        if not ok:
+            raise ValueError(f"config.{field}: {msg}")
+
+    need(config.steps >= 1, "steps", f"must be >= 1, got {config.steps}")
+    need(config.batch_size >= 1, "batch_size", f"must be >= 1, got {config.batch_size}")
+    need(
+        0 <= config.num_devices <= jax.device_count(),
+        "num_devices",
+        f"{config.num_devices} must be in [0, {jax.device_count()}] (0 = all devices)",
+    )
+    devices = config.num_devices or jax.device_count()
+    need(
+        config.batch_size % devices == 0,
+        "batch_size",
+        f"{config.batch_size} is not divisible by the {devices} devices",
+    )
+    h, w = config.data.image_size
+    need(h % 32 == 0 and w % 32 == 0 and h > 0 and w > 0, "data.image_size", f"{(h, w)} must be multiples of 32")
+    need(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
+    need(config.optimizer.schedule in ("poly", "step"), "optimizer.schedule", "must be 'poly' or 'step'")
+    need(0 <= config.optimizer.warmup_steps < config.steps, "optimizer.warmup_steps", "must be in [0, steps)")
+    need(config.optimizer.clip_norm >= 0, "optimizer.clip_norm", "must be >= 0 (0 = off)")
+    need(config.model.dtype in ("float32", "bfloat16"), "model.dtype", "must be 'float32' or 'bfloat16'")
+    need(config.centroid in ("mass", "box"), "centroid", "must be 'mass' or 'box'")
+    for field in ("log_every", "checkpoint_every"):
+        need(config[field] >= 1, field, "must be >= 1")
+    need(config.eval_every >= 0, "eval_every", "must be >= 0 (0 = only at the end)")
+    try:
+        VoteGrid(config.grid)
+    except ValueError as e:
+        raise ValueError(f"config.grid: {e}") from None
+    try:
+        InferenceConfig(**config.inference.to_dict())
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"config.inference: {e}") from None
+
+
+# ----------------------------------------------------------------------------
+# Optimizer.
+# ----------------------------------------------------------------------------
+
+
+def make_schedule(config) -> optax.Schedule:
+    o = config.optimizer
+    warmup = optax.linear_schedule(0.0, o.learning_rate, max(o.warmup_steps, 1))
+    rest = config.steps - o.warmup_steps
+    if o.schedule == "poly":
+        decay = optax.polynomial_schedule(o.learning_rate, 0.0, o.poly_power, max(rest, 1))
+    else:
+        bounds = {int(f * config.steps) - o.warmup_steps: o.step_factor for f in o.step_boundaries}
+        decay = optax.piecewise_constant_schedule(o.learning_rate, {b: s for b, s in bounds.items() if b > 0})
+    return optax.join_schedules([warmup, decay], [o.warmup_steps])
+
+
+def make_optimizer(config, schedule) -> optax.GradientTransformation:
+    o = config.optimizer
+    # Weight decay on conv / dense kernels only, not on norm scales and biases.
+    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # noqa: E731
+    parts = [optax.clip_by_global_norm(o.clip_norm)] if o.clip_norm > 0 else []
+    parts += [
+        optax.add_decayed_weights(o.weight_decay, mask=decay_mask),
+        optax.sgd(schedule, momentum=o.momentum),
+    ]
+    return optax.chain(*parts)
+
+
+# ----------------------------------------------------------------------------
+# Input: each host builds its own slice of every global batch.
+# ----------------------------------------------------------------------------
+
+
+def host_batches(dataset, config, grid, start_step: int) -> Iterator[dict]:
+    """Yield this host's part of the global batch of each step from ``start_step``.
+
+    Example i of step s is ``dataset[(s * B + i) % len(dataset)]``: the
+    position in the input is the step, so resuming needs nothing else.
+    """
+    b = config.batch_size
+    per_host = b // jax.process_count()
+    first = jax.process_index() * per_host
+    step = start_step
+    while True:
+        examples = [dataset[(step * b + first + i) % len(dataset)] for i in range(per_host)]
+        yield pcv_data.make_batch(
+            examples,
+            grid,
+            dataset.label_space,
+            centroid=config.centroid,
+            weight_power=config.weight_power,
+        )
+        step += 1
+
+
+def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
+    """Run ``iterator`` in a background thread, ``size`` items ahead."""
+    import queue
+
+    q: queue.Queue = queue.Queue(maxsize=size)
+    sentinel = object()
+
+    def work():
+        try:
+            for item in iterator:
+                q.put(item)
+        except BaseException as e:  # surfaced in the consumer
+            q.put(e)
+        q.put(sentinel)
+
+    threading.Thread(target=work, daemon=True).start()
+    while True:
+        item = q.get()
+        if item is sentinel:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        yield item
+
+
+def to_global(batch: dict, sharding: NamedSharding) -> dict:
+    """Assemble host-local numpy batches into global arrays sharded on ``data``."""
+    return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
+
+
+def random_hflip(batch: dict, key, mirror: jnp.ndarray, num_bins: int) -> dict:
+    """Flip each image and its targets left-right with probability 1/2.
+
+    Vote targets are bins of (centroid - pixel); mirroring the image mirrors
+    the offset, so bin k becomes ``mirror[k]``; abstain (K) and ignore (-1)
+    stay.
+    """
+    flip = jax.random.bernoulli(key, 0.5, (batch["images"].shape[0],))
+
+    def f(x, flipped=None):
+        flipped = jnp.flip(x, axis=2) if flipped is None else flipped
+        return jnp.where(flip.reshape((-1,) + (1,) * (x.ndim - 1)), flipped, x)
+
+    votes = batch["votes"]
+    mirrored = jnp.where((votes >= 0) & (votes < num_bins), mirror[jnp.clip(votes, 0, num_bins - 1)], votes)
+    return {
+        "images": f(batch["images"]),
+        "semantic": f(batch["semantic"]),
+        "weights": f(batch["weights"]),
+        "votes": f(votes, jnp.flip(mirrored, axis=2)),
+    }
+
+
+# ----------------------------------------------------------------------------
+# Checkpoints.
+# ----------------------------------------------------------------------------
+
+
+class Preemption:
+    """Turns SIGTERM (the usual preemption notice) into a flag the loop polls."""
+
+    def __init__(self):
+        self.requested = False
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+
+def make_checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)
+    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+
+
+# ----------------------------------------------------------------------------
+# Evaluation.
+# ----------------------------------------------------------------------------
+
+
+def evaluate(forward, infer, model_state, dataset, config, grid, sharding, num_images=None, progress=True):
+    """PQ of the model on ``dataset`` (the validation split), in memory.
+
+    Returns (result dict of pcv.evaluation, a few (example, prediction) pairs for panels).
+    """
+    b = config.batch_size
+    n = len(dataset) if num_images is None else min(num_images, len(dataset))
+    stat = PQStat()
+    shown = []
+    bar = metrics_writer.ProgressBar(n, "eval") if progress else None
+    for start in range(0, n, b):
+        idx = [min(start + i, n - 1) for i in range(b)]  # pad the last batch by repetition
+        examples = [dataset[i] for i in idx]
+        images = pcv_data.normalize_images(np.stack([e["image"] for e in examples]))
+        outputs = forward(model_state, jax.device_put(images, sharding))
+        result = jax.device_get(infer(outputs["semantic"], outputs["votes"]))
+        for j in range(min(b, n - start)):
+            one = jax.tree.map(lambda a: a[j], result)
+            id_map, segments = to_coco_panoptic(one, dataset.category_ids, dataset.thing_mask)
+            gt_ids, gt_segments = examples[j]["segment_ids"], examples[j]["segments_info"]
+            stat += pq_image_stats(gt_ids, gt_segments, id_map, segments, dataset.categories, image_id=idx[j])
+            if len(shown) < config.num_panel_images:
+                shown.append((examples[j], one))
+        if bar:
+            bar.update(min(b, n - start))
+    if bar:
+        bar.close()
+    return stat.results(dataset.categories), shown
+
+
+# ----------------------------------------------------------------------------
+# The whole run.
+# ----------------------------------------------------------------------------
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | None = None) -> dict:
+    """Train PCV as ``config`` says, in ``workdir``; returns the final results dict.
+
+    ``stop_at`` behaves like a preemption at that step: save and return
+    ``{"step": stop_at, "preempted": True}`` (for time-sliced jobs and tests).
+    """
+    validate_config(config)
+    workdir = os.path.abspath(workdir)
+    os.makedirs(workdir, exist_ok=True)
+    is_main = jax.process_index() == 0
+    log = print if is_main else (lambda *a, **k: None)
+
+    # --- Mesh -----------------------------------------------------------------
+    devices = jax.devices()[: config.num_devices or None]
+    mesh = Mesh(np.array(devices), ("data",))
+    data_sharding = NamedSharding(mesh, P("data"))
+    replicated = NamedSharding(mesh, P())
+    log(f"pcv.train: {len(devices)} device(s) ({jax.default_backend()}), {jax.process_count()} host(s)")
+
+    # --- Data -----------------------------------------------------------------
+    grid = VoteGrid(config.grid)
+    train_set, val_set = pcv_data.make_datasets(config)
+    num_classes = len(train_set.categories)
+
+    # --- Model ----------------------------------------------------------------
+    dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
+    model = PCVNet(
+        num_classes=num_classes,
+        num_bins=grid.num_bins,
+        backbone=config.model.backbone,
+        fpn_channels=config.model.fpn_channels,
+        fusion_channels=config.model.fusion_channels,
+        backbone_norm=config.model.backbone_norm,
+        head_norm=config.model.head_norm,
+        dtype=dtype,
+        rngs=nnx.Rngs(config.seed),
+    )
+    graphdef, params, rest = nnx.split(model, PCVNet.trainable, ...)
+    # Plain nested dicts of arrays from here on: they jit, shard and checkpoint
+    # like any pytree; nnx.merge takes them back inside the step.
+    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
+    log(f"model: {config.model.backbone}, {sum(x.size for x in jax.tree.leaves(params)):,} trainable parameters")
+
+    # --- Optimizer ------------------------------------------------------------
+    schedule = make_schedule(config)
+    tx = make_optimizer(config, schedule)
+    state = {
+        "params": params,
+        "rest": rest,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        "rng": jax.random.key_data(jax.random.key(config.seed)),
+    }
+    state = jax.device_put(state, replicated)
+
+    # --- Checkpoint: resume if the work dir has one ---------------------------
+    ckpt = make_checkpoint_manager(workdir, config)
+    start_step = 0
+    if ckpt.latest_step() is not None:
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(abstract))
+        state = jax.device_put(state, replicated)
+        start_step = int(state["step"])
+        log(f"resumed from {ckpt.directory} at step {start_step}")
+
+    # --- Train step -----------------------------------------------------------
+    mirror = jnp.asarray(grid.mirror_permutation())
+
+    def loss_fn(params, rest, batch):
+        m = nnx.merge(graphdef, params, rest)
+        m.train()
+        out = m(batch["images"])
+        total, parts = losses.pcv_loss(
+            out, batch, sem_weight=config.loss.semantic_weight, vote_weight=config.loss.vote_weight
+        )
+        _, _, new_rest = nnx.split(m, PCVNet.trainable, ...)  # updated batch statistics
+        return total, (parts, nnx.to_pure_dict(new_rest))
+
+    def train_step(state, batch):
+        if config.data.hflip:
+            key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+            batch = random_hflip(batch, key, mirror, grid.num_bins)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (_, (parts, rest)), grads = grad_fn(state["params"], state["rest"], batch)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        new_state = dict(
+            state,
+            params=optax.apply_updates(state["params"], updates),
+            rest=rest,
+            opt_state=opt_state,
+            step=state["step"] + 1,
+        )
+        return new_state, dict(parts, learning_rate=schedule(state["step"]), grad_norm=optax.tree.norm(grads))
+
+    step_fn = jax.jit(
+        train_step,
+        in_shardings=(replicated, data_sharding),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+    )
+
+    # --- Evaluation functions -------------------------------------------------
+    def forward(model_state, images):
+        m = nnx.merge(graphdef, model_state["params"], model_state["rest"])
+        m.eval()
+        return m(images)
+
+    forward = jax.jit(forward, in_shardings=(replicated, data_sharding))
+    infer_config = InferenceConfig(**config.inference.to_dict())
+    infer = jax.jit(
+        lambda s, v: panoptic_inference(
+            s, v, grid, val_set.thing_mask, infer_config, output_size=tuple(config.data.image_size)
+        )
+    )
+
+    def run_eval(step):
+        model_state = {"params": state["params"], "rest": state["rest"]}
+        result, shown = evaluate(forward, infer, model_state, val_set, config, grid, data_sharding)
+        log(f"evaluation at step {step} ({len(val_set)} images):")
+        log(format_table(result))
+        return result, shown
+
+    # --- Loop -----------------------------------------------------------------
+    writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
+    preemption = Preemption()
+    timer = metrics_writer.EtaTimer(total_steps=config.steps, start_step=start_step)
+    batches = prefetch(host_batches(train_set, config, grid, start_step))
+    last_loss = None
+    eval_result = None
+    step = start_step
+    try:
+        for step in range(start_step + 1, config.steps + 1):
+            batch = to_global(next(batches), data_sharding)
+            state, parts = step_fn(state, batch)
+            if step % config.log_every == 0 or step == config.steps or step == start_step + 1:
+                parts = jax.device_get(parts)
+                last_loss = float(parts["loss"])
+                if not np.isfinite(last_loss):
+                    raise FloatingPointError(
+                        f"loss is {last_loss} at step {step}; stopping. The last good checkpoint in "
+                        f"{ckpt.directory} (step {ckpt.latest_step()}) is kept; lower "
+                        "config.optimizer.learning_rate or set config.optimizer.clip_norm and resume."
+                    )
+                timer.update(step)
+                images_per_s = timer.steps_per_second() * config.batch_size
+                writer.write_scalars(step, dict(parts, images_per_second=images_per_s))
+                log(metrics_writer.format_train_line(step, config.steps, parts, images_per_s, timer.eta_seconds()))
+            preempted = preemption.requested or ckpt.reached_preemption(step) or step == stop_at
+            if step % config.checkpoint_every == 0 or step == config.steps or preempted:
+                last_loss = _checked_loss(parts, step)
+                ckpt.save(step, args=ocp.args.StandardSave(state))
+            if preempted:
+                ckpt.wait_until_finished()
+                log(f"preemption requested: saved step {step} to {ckpt.directory}; exiting")
+                return {"step": step, "preempted": True}
+            if config.eval_every and step % config.eval_every == 0 and step != config.steps:
+                eval_result, _ = run_eval(step)
+                writer.write_scalars(step, _eval_scalars(eval_result))
+    finally:
+        ckpt.wait_until_finished()
+
+    # --- Final evaluation -----------------------------------------------------
+    final_step = int(jax.device_get(state["step"]))
+    eval_result, shown = run_eval(final_step)
+    writer.write_scalars(final_step, _eval_scalars(eval_result))
+    if last_loss is None:  # nothing trained in this process (already at the last step)
+        last_loss = float("nan")
+    results = {"step": final_step, "train_loss": last_loss, "eval": eval_result}
+    if is_main:
+        with open(os.path.join(workdir, "results.json"), "w") as f:
+            json.dump(results, f, indent=2)
+        panel = panels.validation_panel(shown, val_set)
+        panels.save_png(panel, os.path.join(workdir, "panel.png"))
+        writer.write_images(final_step, {"val/panel": panel})
+    writer.close()
+    ckpt.close()
+    return results
+
+
+def _checked_loss(parts, step):
+    loss = float(jax.device_get(parts["loss"]))
+    if not np.isfinite(loss):
+        raise FloatingPointError(f"loss is {loss} at step {step}; not saving this state")
+    return loss
+
+
+def _eval_scalars(result: dict) -> dict:
+    return {f"val/{group}_{k}": float(result[group][k]) for group in ("All", "Things", "Stuff") for k in ("pq", "sq", "rq")}
+
+
+# ----------------------------------------------------------------------------
+# Command line.
+# ----------------------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    from absl import app, flags
+    from ml_collections import config_flags
+
+    config_flags.DEFINE_config_file("config", str(DEFAULT_CONFIG), "Training config file (path[:variant]).")
+    flags.DEFINE_string("workdir", DEFAULT_WORKDIR, "Work dir: checkpoints, logs, results.json.")
+
+    def run(_):
+        maybe_initialize_distributed()
+        try:
+            train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+        except (ValueError, FloatingPointError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(1)
+
+    app.run(run, argv=argv)
+    return 0
+
+
+def maybe_initialize_distributed() -> None:
+    """Join a multi-host run when the environment describes one."""
+    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SLURM_NTASKS", "1") != "1":
+        jax.distributed.initialize()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

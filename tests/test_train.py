@@ -1,0 +1,132 @@
+"""The trainer end to end on the smoke config (fake devices, CPU)."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from pcv import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def smoke_config(**overrides):
+    spec = importlib.util.spec_from_file_location("synthetic_config", ROOT / "configs" / "synthetic.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config("smoke")
+    for key, value in overrides.items():
+        node = config
+        *path, last = key.split(".")
+        for p in path:
+            node = node[p]
+        node[last] = value
+    return config
+
+
+def load_params(workdir, step=None):
+    mngr = ocp.CheckpointManager(Path(workdir, "checkpoints").absolute())
+    step = mngr.latest_step() if step is None else step
+    restored = mngr.restore(step, args=ocp.args.StandardRestore())
+    mngr.close()
+    return restored["params"], step
+
+
+def flat(tree):
+    return np.concatenate([np.asarray(x, np.float64).ravel() for x in jax.tree.leaves(tree)])
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    # One fixed batch, no flips: the loss must fall on data the model has seen.
+    config = smoke_config(**{"data.num_train": 8, "data.hflip": False})
+    results = train.train_and_evaluate(config, str(workdir))
+    return workdir, results
+
+
+def test_smoke_run_writes_results_and_learns(smoke_run):
+    workdir, results = smoke_run
+    saved = json.loads((workdir / "results.json").read_text())
+    assert saved["step"] == 6 and np.isfinite(saved["train_loss"])
+    for group in ("All", "Things", "Stuff"):
+        assert {"pq", "sq", "rq", "n"} <= set(saved["eval"][group])
+    assert saved["eval"]["per_class"]
+    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    losses = [line["loss"] for line in lines if "loss" in line]
+    assert len(losses) >= 2 and losses[-1] < losses[0], losses
+    assert (workdir / "panel.png").stat().st_size > 0
+    assert list(workdir.glob("events.out.tfevents.*"))
+
+
+def test_parameters_move(smoke_run, tmp_path):
+    workdir, _ = smoke_run
+    params, step = load_params(workdir)
+    assert step == 6
+    first, _ = load_params(workdir, 3)
+    assert np.abs(flat(params) - flat(first)).max() > 0
+
+
+def test_one_device_and_four_devices_agree(tmp_path):
+    runs = {}
+    for n in (1, 4):
+        config = smoke_config(steps=1, num_devices=n, checkpoint_every=1, **{"data.num_val": 1, "optimizer.warmup_steps": 0})
+        results = train.train_and_evaluate(config, str(tmp_path / f"d{n}"))
+        runs[n] = (results["train_loss"], flat(load_params(tmp_path / f"d{n}")[0]))
+    assert runs[1][0] == pytest.approx(runs[4][0], rel=1e-5)
+    np.testing.assert_allclose(runs[1][1], runs[4][1], rtol=1e-4, atol=1e-6)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    config = smoke_config(steps=4, checkpoint_every=2, **{"data.num_val": 1})
+    straight = train.train_and_evaluate(config, str(tmp_path / "straight"))
+    stopped = train.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at=2)
+    assert stopped == {"step": 2, "preempted": True}
+    resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"))
+    assert resumed["step"] == straight["step"] == 4
+    np.testing.assert_allclose(
+        flat(load_params(tmp_path / "resumed")[0]), flat(load_params(tmp_path / "straight")[0]), rtol=1e-6, atol=1e-7
+    )
+    assert resumed["train_loss"] == pytest.approx(straight["train_loss"], rel=1e-6)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
+    config = smoke_config(steps=6, log_every=1, checkpoint_every=1, **{"optimizer.learning_rate": 1e12})
+    with pytest.raises(FloatingPointError, match="loss is"):
+        train.train_and_evaluate(config, str(tmp_path))
+    params, step = load_params(tmp_path)
+    assert 1 <= step < 6
+    assert np.isfinite(flat(params)).all()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("steps", 0, "config.steps"),
+        ("batch_size", 3, "config.batch_size"),
+        ("data.image_size", (60, 64), "config.data.image_size"),
+        ("grid", ((2, 1),), "config.grid"),
+        ("optimizer.schedule", "cosine", "config.optimizer.schedule"),
+        ("inference.max_instances", 0, "config.inference"),
+    ],
+)
+def test_bad_config_values_name_the_field(field, value, message, tmp_path):
+    with pytest.raises(ValueError, match=message.replace(".", r"\.")):
+        train.train_and_evaluate(smoke_config(**{field: value}), str(tmp_path))
+    assert not (tmp_path / "checkpoints").exists()  # failed before doing anything
+
+
+def test_command_line_rejects_unknown_field(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "pcv.train", f"--config={ROOT / 'configs' / 'synthetic.py'}:smoke",
+         "--config.no_such_field=1", f"--workdir={tmp_path}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert "no_such_field" in proc.stderr
