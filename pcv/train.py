@@ -463,6 +463,9 @@ def main(argv=None) -> int:
     flags.DEFINE_string("workdir", DEFAULT_WORKDIR, "Work dir: checkpoints, logs, results.json.")
 
     def run(_):
+        from absl import logging
+
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
         maybe_initialize_distributed()
         try:
             train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
