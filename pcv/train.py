@@ -15,13 +15,11 @@ started again with the same command.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
