@@ -1,4 +1,7 @@
-"""Benchmarks: ``python -m pcv.bench [voting] [--sizes coco,cityscapes] [--repeats N]``.
+"""Benchmarks: ``python -m pcv.bench [voting|train] [--sizes coco,cityscapes] [--repeats N]``.
+
+``train`` times one jitted training step (``--backbone resnet50 --image-size
+512 --batch 2``) and reports images per second.
 
 ``voting`` times, after compilation, on whatever device JAX picks:
 
@@ -124,6 +127,63 @@ def bench_voting(sizes, repeats: int) -> list[dict]:
     return rows
 
 
+def bench_train(backbone: str, size: int, batch: int, repeats: int, dtype: str) -> list[dict]:
+    """Training throughput of one jitted train step (images/s) on random data.
+
+    COCO-like heads: 133 classes, the default grid (K = 233), inputs
+    ``size x size``; batch statistics over the batch, SGD with momentum.
+    """
+    import importlib.util
+
+    from flax import nnx
+
+    from pcv import train
+    from pcv.models import PCVNet
+
+    spec = importlib.util.spec_from_file_location("synthetic_config", train.DEFAULT_CONFIG)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config()
+    config.model.backbone, config.model.fpn_channels, config.model.fusion_channels = backbone, 256, 128
+    grid = DEFAULT_GRID
+    model = PCVNet(
+        133, grid.num_bins, backbone=backbone, dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32,
+        rngs=nnx.Rngs(0),
+    )
+    graphdef, params, rest = nnx.split(model, PCVNet.trainable, ...)
+    parts = (graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest))
+    schedule = train.make_schedule(config)
+    tx = train.make_optimizer(config, schedule)
+    state = train.init_state(parts, tx, 0)
+    step = jax.jit(train.make_train_step(graphdef, tx, schedule, config, grid), donate_argnums=0)
+    rng = np.random.default_rng(0)
+    s = size // 4
+    batch = {
+        "images": jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32),
+        "semantic": jnp.asarray(rng.integers(-1, 133, (batch, s, s)), jnp.int32),
+        "votes": jnp.asarray(rng.integers(-1, grid.num_bins + 1, (batch, s, s)), jnp.int32),
+        "weights": jnp.asarray(rng.random((batch, s, s)), jnp.float32),
+    }
+    state, _ = step(state, batch)  # compile
+    jax.block_until_ready(state)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        state, metrics = step(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t0)
+    ms = 1e3 * statistics.median(times)
+    row = {
+        "size": f"{size}x{size}",
+        "what": f"train step {backbone} {dtype} batch {batch['images'].shape[0]}",
+        "ms": round(ms, 1),
+        "min_ms": round(1e3 * min(times), 1),
+        "images_per_second": round(batch["images"].shape[0] / (ms / 1e3), 2),
+    }
+    print(f"  {row['size']:<10} {row['what']:<40} {ms:9.1f} ms  {row['images_per_second']:7.2f} img/s", flush=True)
+    return [row]
+
+
 def environment() -> dict:
     dev = jax.devices()[0]
     return {
@@ -139,10 +199,14 @@ def environment() -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pcv.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("suite", nargs="?", default="voting", choices=["voting"])
+    parser.add_argument("suite", nargs="?", default="voting", choices=["voting", "train"])
     parser.add_argument("--sizes", default="coco,cityscapes", help="comma-separated of: " + ", ".join(SIZES))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", help="also write the rows and environment to this file")
+    parser.add_argument("--backbone", default="resnet50", help="train suite: resnet50, resnet101 or small")
+    parser.add_argument("--image-size", type=int, default=512, help="train suite: square input size")
+    parser.add_argument("--batch", type=int, default=2, help="train suite: global batch")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="train suite")
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
     unknown = [s for s in sizes if s not in SIZES]
@@ -150,7 +214,10 @@ def main(argv=None) -> int:
         parser.error(f"unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}")
     env = environment()
     print(f"pcv.bench {args.suite}: {env['device']} x{env['device_count']} ({env['backend']}), jax {env['jax']}")
-    rows = bench_voting(sizes, args.repeats)
+    if args.suite == "train":
+        rows = bench_train(args.backbone, args.image_size, args.batch, args.repeats, args.dtype)
+    else:
+        rows = bench_voting(sizes, args.repeats)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"environment": env, "rows": rows}, f, indent=2)

@@ -196,6 +196,55 @@ def random_hflip(batch: dict, key, mirror: jnp.ndarray, num_bins: int) -> dict:
     }
 
 
+def make_train_step(graphdef, tx, schedule, config, grid: VoteGrid):
+    """The pure train step ``(state, batch) -> (state, metrics)`` (jit it with shardings).
+
+    ``state`` holds pure-dict ``params`` (trained) and ``rest`` (batch
+    statistics, frozen constants), ``opt_state``, ``step`` and ``rng``.
+    """
+    mirror = jnp.asarray(grid.mirror_permutation())
+
+    def loss_fn(params, rest, batch):
+        m = nnx.merge(graphdef, params, rest)
+        m.train()
+        out = m(batch["images"])
+        total, parts = losses.pcv_loss(
+            out, batch, sem_weight=config.loss.semantic_weight, vote_weight=config.loss.vote_weight
+        )
+        _, _, new_rest = nnx.split(m, PCVNet.trainable, ...)  # updated batch statistics
+        return total, (parts, nnx.to_pure_dict(new_rest))
+
+    def train_step(state, batch):
+        if config.data.hflip:
+            key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
+            batch = random_hflip(batch, key, mirror, grid.num_bins)
+        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+        (_, (parts, rest)), grads = grad_fn(state["params"], state["rest"], batch)
+        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+        new_state = dict(
+            state,
+            params=optax.apply_updates(state["params"], updates),
+            rest=rest,
+            opt_state=opt_state,
+            step=state["step"] + 1,
+        )
+        return new_state, dict(parts, learning_rate=schedule(state["step"]), grad_norm=optax.tree.norm(grads))
+
+    return train_step
+
+
+def init_state(graphdef_params_rest, tx, seed: int) -> dict:
+    """The train state of freshly split model parts."""
+    _, params, rest = graphdef_params_rest
+    return {
+        "params": params,
+        "rest": rest,
+        "opt_state": tx.init(params),
+        "step": jnp.zeros((), jnp.int32),
+        "rng": jax.random.key_data(jax.random.key(seed)),
+    }
+
+
 # ----------------------------------------------------------------------------
 # Checkpoints.
 # ----------------------------------------------------------------------------
@@ -304,13 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     # --- Optimizer ------------------------------------------------------------
     schedule = make_schedule(config)
     tx = make_optimizer(config, schedule)
-    state = {
-        "params": params,
-        "rest": rest,
-        "opt_state": tx.init(params),
-        "step": jnp.zeros((), jnp.int32),
-        "rng": jax.random.key_data(jax.random.key(config.seed)),
-    }
+    state = init_state((graphdef, params, rest), tx, config.seed)
     state = jax.device_put(state, replicated)
 
     # --- Checkpoint: resume if the work dir has one ---------------------------
@@ -324,34 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
         log(f"resumed from {ckpt.directory} at step {start_step}")
 
     # --- Train step -----------------------------------------------------------
-    mirror = jnp.asarray(grid.mirror_permutation())
-
-    def loss_fn(params, rest, batch):
-        m = nnx.merge(graphdef, params, rest)
-        m.train()
-        out = m(batch["images"])
-        total, parts = losses.pcv_loss(
-            out, batch, sem_weight=config.loss.semantic_weight, vote_weight=config.loss.vote_weight
-        )
-        _, _, new_rest = nnx.split(m, PCVNet.trainable, ...)  # updated batch statistics
-        return total, (parts, nnx.to_pure_dict(new_rest))
-
-    def train_step(state, batch):
-        if config.data.hflip:
-            key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-            batch = random_hflip(batch, key, mirror, grid.num_bins)
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (_, (parts, rest)), grads = grad_fn(state["params"], state["rest"], batch)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new_state = dict(
-            state,
-            params=optax.apply_updates(state["params"], updates),
-            rest=rest,
-            opt_state=opt_state,
-            step=state["step"] + 1,
-        )
-        return new_state, dict(parts, learning_rate=schedule(state["step"]), grad_norm=optax.tree.norm(grads))
-
+    train_step = make_train_step(graphdef, tx, schedule, config, grid)
     step_fn = jax.jit(
         train_step,
         in_shardings=(replicated, data_sharding),

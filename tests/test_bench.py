@@ -23,3 +23,12 @@ def test_bench_voting_tiny(tmp_path, capsys):
 def test_bench_rejects_unknown_size():
     with pytest.raises(SystemExit):
         bench.main(["voting", "--sizes", "imagenet"])
+
+
+def test_bench_train_small(tmp_path):
+    out = tmp_path / "train.json"
+    args = ["train", "--backbone", "small", "--image-size", "64", "--batch", "2", "--repeats", "2"]
+    assert bench.main(args + ["--json", str(out)]) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["images_per_second"] == pytest.approx(2 / (row["ms"] / 1e3), rel=0.01)
+    assert "small" in row["what"]
