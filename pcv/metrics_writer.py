@@ -285,7 +285,28 @@ def to_step(step: Any) -> int:
 # ----------------------------------------------------------------------------
 
 
-class EventFileWriter:
+class _OpenFile:
+    """Flush / close / context-manager plumbing shared by the two file writers."""
+
+    _file: Any = None
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class EventFileWriter(_OpenFile):
     """Writes ``events.out.tfevents.<time>.<host>`` in ``logdir``.
 
     Each ``add_*`` call appends one ``Event`` holding one ``Summary`` and
@@ -341,23 +362,9 @@ class EventFileWriter:
                 values.append(_image_value(tag, image))
         self._add_summary(step, values, wall_time)
 
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> EventFileWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
-class JsonlWriter:
+class JsonlWriter(_OpenFile):
     """Appends ``{"step": ..., "time": ..., **metrics}`` lines to ``<workdir>/<filename>``.
 
     Values are plain floats; each line is flushed. Reopening after a restart
@@ -391,20 +398,6 @@ class JsonlWriter:
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> JsonlWriter:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:

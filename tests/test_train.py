@@ -65,7 +65,7 @@ def test_smoke_run_writes_results_and_learns(smoke_run):
     assert list(workdir.glob("events.out.tfevents.*"))
 
 
-def test_parameters_move(smoke_run, tmp_path):
+def test_parameters_move(smoke_run):
     workdir, _ = smoke_run
     params, step = load_params(workdir)
     assert step == 6
