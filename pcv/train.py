@@ -88,6 +88,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 # ----------------------------------------------------------------------------
+# Model.
+# ----------------------------------------------------------------------------
+
+
+def build_model(config, num_classes: int, grid: VoteGrid) -> PCVNet:
+    """The PCV network ``config.model`` describes, initialised from ``config.seed``."""
+    m = config.model
+    return PCVNet(
+        num_classes=num_classes,
+        num_bins=grid.num_bins,
+        backbone=m.backbone,
+        fpn_channels=m.fpn_channels,
+        fusion_channels=m.fusion_channels,
+        backbone_norm=m.backbone_norm,
+        head_norm=m.head_norm,
+        dtype=jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32,
+        rngs=nnx.Rngs(config.seed),
+    )
+
+
+# ----------------------------------------------------------------------------
 # Optimizer.
 # ----------------------------------------------------------------------------
 
@@ -332,18 +353,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     num_classes = len(train_set.categories)
 
     # --- Model ----------------------------------------------------------------
-    dtype = jnp.bfloat16 if config.model.dtype == "bfloat16" else jnp.float32
-    model = PCVNet(
-        num_classes=num_classes,
-        num_bins=grid.num_bins,
-        backbone=config.model.backbone,
-        fpn_channels=config.model.fpn_channels,
-        fusion_channels=config.model.fusion_channels,
-        backbone_norm=config.model.backbone_norm,
-        head_norm=config.model.head_norm,
-        dtype=dtype,
-        rngs=nnx.Rngs(config.seed),
-    )
+    model = build_model(config, num_classes, grid)
     graphdef, params, rest = nnx.split(model, PCVNet.trainable, ...)
     # Plain nested dicts of arrays from here on: they jit, shard and checkpoint
     # like any pytree; nnx.merge takes them back inside the step.
