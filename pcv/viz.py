@@ -258,7 +258,7 @@ def heatmap(image, heat, *, peaks=None, valid=None, scale=None, alpha: float = 0
     ax = _image_axes(fig, (0.0, 0.0, frac, 0.94))
     ax.imshow(image, interpolation="nearest")
     extent = (0, heat.shape[1] * sx, heat.shape[0] * sy, 0)
-    shown = ax.imshow(heat, cmap="inferno", alpha=alpha, extent=extent, interpolation="nearest")
+    shown = ax.imshow(heat, cmap="inferno", alpha=alpha, extent=extent, interpolation="nearest", vmin=0.0)
     ax.set_xlim(0, image.shape[1])
     ax.set_ylim(image.shape[0], 0)
     cax = fig.add_axes((frac + 0.02, 0.1, 0.03, 0.75))
