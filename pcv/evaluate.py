@@ -477,6 +477,7 @@ def evaluate_checkpoint(
     out_dir: str | os.PathLike | None = None,
     flip: bool = False,
     num_images: int | None = None,
+    num_workers: int | None = None,
     progress: bool = True,
     log=print,
 ) -> dict:
@@ -490,6 +491,10 @@ def evaluate_checkpoint(
       out_dir: default ``<workdir>/eval/<split>_step<N>[_flip]``.
       flip: horizontal-flip test-time augmentation.
       num_images: evaluate the first this many images (default all).
+      num_workers: processes for scoring (:func:`pcv.evaluation.pq_compute`;
+        None: by set size, 0: in this process). Worker processes are
+        spawned, so a script calling this needs the usual
+        ``if __name__ == "__main__":`` guard.
       progress: show a progress bar.
       log: where the table goes (``print``; a no-op to stay quiet).
     Returns:
@@ -550,7 +555,7 @@ def evaluate_checkpoint(
     )
 
     gt_json, gt_folder = ground_truth_files(dataset, split, indices, out / "gt")
-    scores = pq_compute(gt_json, pred_json, gt_folder, png_dir)
+    scores = pq_compute(gt_json, pred_json, gt_folder, png_dir, num_workers=num_workers)
     results = {
         "step": model.step,
         "split": split,
@@ -587,6 +592,7 @@ def main(argv=None) -> int:
     flags.DEFINE_string("out_dir", None, "Output dir (default <workdir>/eval/<split>_step<N>).")
     flags.DEFINE_bool("flip", False, "Horizontal-flip test-time augmentation.")
     flags.DEFINE_integer("num_images", None, "Evaluate only the first N images.")
+    flags.DEFINE_integer("workers", None, "Scoring processes (default: by set size; 0 = in-process).")
 
     def run(_):
         from absl import logging
@@ -595,7 +601,8 @@ def main(argv=None) -> int:
         f = flags.FLAGS
         try:
             evaluate_checkpoint(
-                f.config, f.workdir, f.step, split=f.split, out_dir=f.out_dir, flip=f.flip, num_images=f.num_images
+                f.config, f.workdir, f.step, split=f.split, out_dir=f.out_dir, flip=f.flip,
+                num_images=f.num_images, num_workers=f.workers,
             )
         except (ValueError, FileNotFoundError) as e:
             print(f"error: {e}", file=sys.stderr)
