@@ -343,7 +343,7 @@ class COCOPanoptic:
         panoptic_bytes = self._read(self.png_store, rec["panoptic_file_name"], rec)
         image = _decode_image(image_bytes, self.image_store.where(rec["image_path"]))
         ids = _decode_panoptic(panoptic_bytes, self.png_store.where(rec["panoptic_file_name"]))
-        check_example(image, ids, rec["segments_info"], self.png_store.where(rec["panoptic_file_name"]),
+        measured = check_example(image, ids, rec["segments_info"], self.png_store.where(rec["panoptic_file_name"]),
                       image_where=self.image_store.where(rec["image_path"]), size=(rec["height"], rec["width"]))
         return {
             "image_bytes": image_bytes,
@@ -353,7 +353,7 @@ class COCOPanoptic:
             "panoptic_file_name": rec["panoptic_file_name"],
             "height": image.shape[0],
             "width": image.shape[1],
-            "segments_info": [dict(s) for s in rec["segments_info"]],
+            "segments_info": measured,
         }
 
     def iter_records(self) -> Iterator[tuple[int, dict]]:
@@ -503,7 +503,7 @@ def check_example(
     *,
     image_where: str | None = None,
     size: tuple[int | None, int | None] = (None, None),
-) -> None:
+) -> list[dict]:
     """Raise :class:`PanopticDataError` unless image, id map and segments agree.
 
     Args:
@@ -511,6 +511,9 @@ def check_example(
       segments_info: the JSON's segments (``area`` / ``bbox`` checked when present).
       where: the PNG's name for messages; image_where: the image's.
       size: the JSON's ``(height, width)``, or ``None`` where not given.
+    Returns:
+      The segments as measured on the map (:func:`segments_from_ids`), in
+      ``segments_info`` order: equal to it where it gives area and bbox.
     """
     image_where = image_where or where
     ih, iw = image.shape[:2]
@@ -540,6 +543,8 @@ def check_example(
         if "bbox" in s and list(s["bbox"]) != m["bbox"]:
             raise PanopticDataError(f"{where}: segment id {m['id']} has bbox {list(s['bbox'])} in the JSON, "
                                     f"{m['bbox']} in the PNG")
+    by_id = {m["id"]: m for m in measured}
+    return [by_id[int(s["id"])] for s in segments_info]
 
 
 def decode_record(record: Mapping) -> dict:
