@@ -247,20 +247,22 @@ def test_image_without_segments_and_only_crowd(tmp_path):
 # --- layouts -------------------------------------------------------------------
 
 
-def fake_coco_zips(manual: Path, split: str, nested_compression=zipfile.ZIP_STORED) -> None:
-    """The official COCO zips from the sample: annotations zip with a NESTED PNG zip, image zip."""
+def fake_coco_zips(manual: Path, splits=("val",), nested_compression=zipfile.ZIP_STORED) -> None:
+    """The official COCO zips from the sample: annotations zip with NESTED PNG zips, image zips."""
     manual.mkdir(parents=True, exist_ok=True)
-    name = f"panoptic_{split}2017"
-    inner = io.BytesIO()
-    with zipfile.ZipFile(inner, "w") as z:
-        for png in sorted((SAMPLE / "panoptic").iterdir()):
-            z.write(png, f"{name}/{png.name}")
-    with zipfile.ZipFile(manual / "panoptic_annotations_trainval2017.zip", "w") as z:
-        z.write(SAMPLE / "panoptic.json", f"annotations/{name}.json")
-        z.writestr(zipfile.ZipInfo(f"annotations/{name}.zip"), inner.getvalue(), compress_type=nested_compression)
-    with zipfile.ZipFile(manual / f"{split}2017.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for jpg in sorted((SAMPLE / "images").iterdir()):
-            z.write(jpg, f"{split}2017/{jpg.name}")
+    with zipfile.ZipFile(manual / "panoptic_annotations_trainval2017.zip", "w") as ann_zip:
+        for split in splits:
+            name = f"panoptic_{split}2017"
+            inner = io.BytesIO()
+            with zipfile.ZipFile(inner, "w") as z:
+                for png in sorted((SAMPLE / "panoptic").iterdir()):
+                    z.write(png, f"{name}/{png.name}")
+            ann_zip.write(SAMPLE / "panoptic.json", f"annotations/{name}.json")
+            ann_zip.writestr(zipfile.ZipInfo(f"annotations/{name}.zip"), inner.getvalue(),
+                             compress_type=nested_compression)
+            with zipfile.ZipFile(manual / f"{split}2017.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
+                for jpg in sorted((SAMPLE / "images").iterdir()):
+                    z.write(jpg, f"{split}2017/{jpg.name}")
 
 
 def assert_same_examples(a, b):
@@ -274,7 +276,7 @@ def assert_same_examples(a, b):
 
 @pytest.mark.parametrize("compression", [zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED], ids=["stored", "deflated"])
 def test_coco_official_zips_read_in_place(tmp_path, compression):
-    fake_coco_zips(tmp_path / "coco", "val", compression)
+    fake_coco_zips(tmp_path / "coco", ("val",), compression)
     ds = coco2017(tmp_path / "coco", "val")
     assert isinstance(ds.png_store, ZipStore) and isinstance(ds.image_store, ZipStore)
     ref = custom(SAMPLE / "panoptic.json", SAMPLE / "panoptic", SAMPLE / "images")
