@@ -335,8 +335,10 @@ class COCOPanoptic:
 
         Keys: ``image_bytes``, ``panoptic_bytes`` (the files as stored),
         ``image_id``, ``file_name`` (the image's), ``panoptic_file_name``,
-        ``height``, ``width``, ``segments_info``. Both files are decoded
-        once to validate them (module docstring).
+        ``height``, ``width``, ``segments_info`` (each with ``area`` and
+        ``bbox`` measured on the PNG: equal to the JSON's, which are
+        checked, or filled in where the JSON leaves them out). Both files are
+        decoded once to validate them (module docstring).
         """
         rec = self._records[self._check_index(index)]
         image_bytes = self._read(self.image_store, rec["image_path"], rec)
