@@ -248,6 +248,7 @@ def test_images_get_imagenet_normalisation():
 def test_resnet50_matches_numpy_reference(r50_weights, r50_case, norm):
     backbone = abstract_backbone("resnet50", norm)
     report = load_backbone(backbone, r50_weights)
+    assert len(r50_weights) == 320  # as torchvision's resnet50().state_dict()
     assert len(report.loaded) == 53 + 53 * 4
     x, expect = r50_case
     assert_features_close(flax_features(backbone, x), expect)
@@ -307,6 +308,7 @@ def test_mismatches_are_one_error_naming_each(r50_weights):
     bad["layer5.0.conv1.weight"] = np.zeros((3,), np.float32)  # unexpected
     bad["layer1.0.bn1.bias"] = np.full((64,), np.nan, np.float32)  # corrupt values
     bad["layer1.0.bn2.bias"] = np.zeros((64,), np.int64)  # not float
+    bad["layer1.1.bn1.running_var"] = -r50_weights["layer1.1.bn1.running_var"]
     with pytest.raises(WeightMismatchError) as e:
         load_backbone(backbone, bad)
     msg = str(e.value)
@@ -314,6 +316,7 @@ def test_mismatches_are_one_error_naming_each(r50_weights):
     assert "layer4.2.bn3.running_var  expected (2048,)" in msg
     assert "layer5.0.conv1.weight  (3,)" in msg
     assert "layer1.0.bn1.bias  has NaN" in msg and "layer1.0.bn2.bias  dtype int64" in msg
+    assert "layer1.1.bn1.running_var  has negative running variances" in msg
     assert e.value.missing == [("layer4.2.bn3.running_var", (2048,))]
     assert e.value.unexpected == [("layer5.0.conv1.weight", (3,))]
     assert e.value.mismatched == [("layer2.1.conv2.weight", (128, 128, 3, 3), (128, 128, 1, 1))]
@@ -406,8 +409,9 @@ def test_check_command(small_file, capsys):
     assert main(["check", str(path), "--backbone", "small", "-v"]) == 0
     out = capsys.readouterr().out
     assert "tensors loaded" in out and "fc.weight" in out
-    with pytest.raises(WeightMismatchError):
-        main(["check", str(path), "--backbone", "resnet50"])
+    assert main(["check", str(path), "--backbone", "resnet50"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: pretrained weights {path} do not fit") and "layer1.0.conv3.weight" in err
 
 
 # --- safetensors -------------------------------------------------------------------
@@ -441,6 +445,29 @@ def test_safetensors_bf16_reads_as_float32(tmp_path):
     assert back.dtype == np.float32
     np.testing.assert_array_equal(back, np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32)))
     np.testing.assert_allclose(back, x, rtol=2**-8)
+
+
+def test_files_of_the_safetensors_library(tmp_path):
+    """Interop with the reference implementation (Hugging Face's safetensors), where installed."""
+    st = pytest.importorskip("safetensors.numpy")
+    torch = pytest.importorskip("torch")
+    from safetensors.torch import save_file as torch_save_file
+
+    rng = np.random.default_rng(0)
+    tensors = {"w": rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "i": np.arange(5), "h": np.ones(3, np.float16)}
+    st.save_file(tensors, tmp_path / "theirs.safetensors", metadata={"format": "np"})
+    back = read_safetensors(tmp_path / "theirs.safetensors")
+    assert back.keys() == tensors.keys()
+    for k in tensors:
+        np.testing.assert_array_equal(back[k], tensors[k])
+    write_safetensors(tmp_path / "ours.safetensors", tensors)
+    theirs = st.load_file(tmp_path / "ours.safetensors")
+    for k in tensors:
+        np.testing.assert_array_equal(theirs[k], tensors[k])
+    # bf16 as timm stores some checkpoints
+    bf = torch.randn(2, 5).bfloat16()
+    torch_save_file({"b": bf}, tmp_path / "bf16.safetensors")
+    np.testing.assert_array_equal(read_safetensors(tmp_path / "bf16.safetensors")["b"], bf.float().numpy())
 
 
 def hand_made_file(path, header, data):
@@ -572,6 +599,39 @@ def test_pth_of_resnet50_loads_like_the_dict(tmp_path, r50_weights):
     report = load_backbone(backbone, tmp_path / "r50.pth")
     assert len(report.loaded) == 265 and report.source.endswith("r50.pth")
     assert_backbone_holds(backbone, r50_weights)
+
+
+def test_torch_ops_resnet50_matches(r50_weights, r50_case):
+    """PyTorch's own conv / batch_norm / max_pool (padding, stride, eps conventions) on the
+    same weights agree with the numpy reference, so the reference is PyTorch's ResNet."""
+    torch = pytest.importorskip("torch")
+    F = torch.nn.functional
+    p = {k: torch.from_numpy(v).double() for k, v in r50_weights.items() if v.ndim}
+
+    def bn(x, name):
+        w = [p[f"{name}.{leaf}"] for leaf in ("running_mean", "running_var", "weight", "bias")]
+        return F.batch_norm(x, *w, training=False, eps=1e-5)
+
+    def conv(x, name, stride=1):
+        w = p[f"{name}.weight"]
+        return F.conv2d(x, w, stride=stride, padding=w.shape[-1] // 2)
+
+    x, expect = r50_case
+    with torch.no_grad():
+        y = F.max_pool2d(F.relu(bn(conv(torch.from_numpy(x), "conv1", 2), "bn1")), 3, 2, 1)
+        feats = []
+        for s, depth in enumerate(RESNET50):
+            for b in range(depth):
+                n = f"layer{s + 1}.{b}"
+                stride = 2 if s > 0 and b == 0 else 1
+                z = F.relu(bn(conv(y, f"{n}.conv1"), f"{n}.bn1"))
+                z = F.relu(bn(conv(z, f"{n}.conv2", stride), f"{n}.bn2"))
+                z = bn(conv(z, f"{n}.conv3"), f"{n}.bn3")
+                if b == 0:
+                    y = bn(conv(y, f"{n}.downsample.0", stride), f"{n}.downsample.1")
+                y = F.relu(z + y)
+            feats.append(y.numpy())
+    assert_features_close(feats, expect, rtol=1e-9)  # both float64
 
 
 def test_torchvision_resnet50_features_match(tmp_path):

@@ -6,20 +6,12 @@
     model = PCVNet(num_classes, grid.num_bins, backbone="resnet50", rngs=nnx.Rngs(0))
     out = model(images)  # {"semantic": [B, H/4, W/4, C], "votes": [B, H/4, W/4, K+1]}
 
-ImageNet weights for the backbone: ``PCVNet(..., pretrained="resnet50.safetensors")``
-(see :mod:`pcv.models.pretrained`).
+ImageNet weights for the backbone: ``PCVNet(..., pretrained="resnet50.safetensors")``,
+or :func:`pcv.models.pretrained.load_backbone` (imported on its own, so that
+``python -m pcv.models.pretrained`` runs it as a fresh module).
 """
 
 from pcv.models.fpn import FPN, HEAD_NORMS, PyramidFusion, upsample_bilinear_2x, upsample_nearest_2x
-from pcv.models.pretrained import (
-    LoadReport,
-    WeightMismatchError,
-    load_backbone,
-    load_state_dict,
-    read_safetensors,
-    read_torch_state_dict,
-    write_safetensors,
-)
 from pcv.models.pcv_net import PCVNet, check_input_size, count_params
 from pcv.models.resnet import (
     BACKBONES,
@@ -38,26 +30,19 @@ __all__ = [
     "BACKBONES",
     "FPN",
     "HEAD_NORMS",
-    "LoadReport",
     "NORMS",
     "Frozen",
     "FrozenBatchNorm",
     "PCVNet",
     "PyramidFusion",
     "ResNet",
-    "WeightMismatchError",
     "build_backbone",
     "check_input_size",
     "count_params",
-    "load_backbone",
-    "load_state_dict",
-    "read_safetensors",
-    "read_torch_state_dict",
     "resnet101",
     "resnet50",
     "resnet_small",
     "torchvision_key",
     "upsample_bilinear_2x",
     "upsample_nearest_2x",
-    "write_safetensors",
 ]

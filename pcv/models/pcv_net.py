@@ -46,7 +46,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from pcv.models.fpn import HEAD_NORMS, FPN, PyramidFusion
-from pcv.models.pretrained import load_backbone
 from pcv.models.resnet import BACKBONES, NORMS, build_backbone
 
 STRIDE = 4  # output stride of the heads
@@ -115,10 +114,19 @@ class PCVNet(nnx.Module):
         self.num_classes = num_classes
         self.num_bins = num_bins
         self.dtype = dtype
-        make_backbone = lambda rngs: build_backbone(  # noqa: E731
-            backbone, norm=backbone_norm, zero_init_residual=zero_init_residual, **dict(kw, rngs=rngs)
-        )
+        def make_backbone(rngs):
+            return build_backbone(
+                backbone,
+                norm=backbone_norm,
+                zero_init_residual=zero_init_residual,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
+
         if pretrained:
+            from pcv.models.pretrained import load_backbone  # here: keeps `python -m pcv.models.pretrained` clean
+
             # Every backbone variable comes from the file (load_backbone fills
             # all or raises), so skip computing a random init: build it
             # abstractly. Saves seconds on CPU for ResNet-50/101.

@@ -65,7 +65,11 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import jax.numpy as jnp
 import numpy as np
+from flax import nnx
+
+from pcv.models.resnet import BACKBONES, ResNet, build_backbone, torchvision_key
 
 log = logging.getLogger(__name__)
 
@@ -103,13 +107,6 @@ def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-def float32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
-    """float32 -> bfloat16 bit patterns (uint16), rounding to nearest even (NaN stays NaN)."""
-    u = np.asarray(x, np.float32).view(np.uint32)
-    rounded = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-    return np.where(np.isnan(x), np.uint16(0x7FC0), rounded)
-
-
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All tensors of a safetensors file, as numpy arrays (BF16 widened to float32).
 
@@ -121,7 +118,10 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     the file (and tensor), for a truncated file or an inconsistent header.
     """
     path = Path(path)
-    raw = bytearray(path.read_bytes())  # bytearray: arrays viewing it are writable
+    raw = bytearray(path.stat().st_size)  # one buffer, read into; the arrays view it (and are writable)
+    with open(path, "rb") as f:
+        got = f.readinto(raw)
+    del raw[got:]  # (only if the file shrank meanwhile)
 
     def bad(msg):
         return CorruptFileError(f"{path}: not a valid safetensors file: {msg}")
@@ -384,8 +384,6 @@ def _ignore_reason(name):
 
 
 def _backbone_of(model):
-    from pcv.models.resnet import ResNet
-
     if isinstance(model, ResNet):
         return model
     backbone = getattr(model, "backbone", None)
@@ -436,11 +434,6 @@ def load_backbone(
 
     Returns a :class:`LoadReport` (names loaded and ignored).
     """
-    from flax import nnx
-    import jax.numpy as jnp
-
-    from pcv.models.resnet import torchvision_key
-
     backbone = _backbone_of(model)
     source = str(weights) if isinstance(weights, (str, os.PathLike)) else "(state dict)"
     if any(isinstance(m, nnx.GroupNorm) for _, m in nnx.iter_graph(backbone)):
@@ -482,6 +475,9 @@ def load_backbone(
         if not np.isfinite(src).all():
             invalid.append((prefix + key, "has NaN or infinite values"))
             continue
+        if path[-1] == "var" and (src < 0).any():
+            invalid.append((prefix + key, "has negative running variances"))
+            continue
         if is_kernel:
             src = src.transpose(2, 3, 1, 0)
         updates.append((path, var.replace(jnp.asarray(src, value.dtype))))
@@ -504,19 +500,15 @@ def load_backbone(
 
 
 def _convert(args) -> int:
-    tensors = load_state_dict(args.input)
     if Path(args.output).suffix.lower() != ".safetensors":
-        raise SystemExit(f"output {args.output} should end in .safetensors")
+        raise ValueError(f"output {args.output} should end in .safetensors")
+    tensors = load_state_dict(args.input)
     write_safetensors(args.output, tensors, {"format": "pt", "source": Path(args.input).name})
     print(f"wrote {len(tensors)} tensors to {args.output}")
     return 0
 
 
 def _check(args) -> int:
-    from flax import nnx
-
-    from pcv.models.resnet import build_backbone
-
     # Abstract: no random init to compute, the load fills every variable.
     backbone = nnx.eval_shape(lambda: build_backbone(args.backbone, norm=args.norm, rngs=nnx.Rngs(0)))
     report = load_backbone(backbone, args.file, prefix=args.prefix)
@@ -527,8 +519,6 @@ def _check(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from pcv.models.resnet import BACKBONES
-
     parser = argparse.ArgumentParser(prog="python -m pcv.models.pretrained", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("convert", help="PyTorch state dict (.pth) -> .safetensors (needs torch)")
@@ -543,7 +533,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("-v", "--verbose", action="store_true", help="list the ignored names")
     p.set_defaults(run=_check)
     args = parser.parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (OSError, ImportError, ValueError) as e:  # bad file or weights: the message says which
+        print(f"error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
