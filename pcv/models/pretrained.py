@@ -2,11 +2,12 @@ r"""ImageNet-pretrained ResNet weights from torchvision / timm files into the Fl
 
 ::
 
-    from pcv.models import PCVNet, load_backbone
+    from pcv.models import PCVNet
+    from pcv.models.pretrained import load_backbone
     model = PCVNet(133, grid.num_bins, backbone="resnet50", backbone_norm="frozen",
                    pretrained="resnet50.safetensors")        # loads at initialisation
     report = load_backbone(model, "resnet50-11ad3fa6.pth")    # or later, by hand
-    print(report)  # 265 tensors loaded, 54 ignored (fc.*, num_batches_tracked)
+    print(report)  # ...: 265 tensors loaded, 55 ignored (fc.* classifier, num_batches_tracked)
 
     python -m pcv.models.pretrained convert resnet50-11ad3fa6.pth resnet50.safetensors  # needs torch
     python -m pcv.models.pretrained check resnet50.safetensors --backbone resnet50
