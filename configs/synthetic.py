@@ -43,6 +43,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.backbone_norm = "batch"
     c.model.head_norm = "batch"
     c.model.dtype = "float32"  # or "bfloat16": bf16 compute, f32 weights, loss and voting
+    c.model.pretrained = ""  # ImageNet backbone weights (.safetensors / .pth); "" = from scratch
 
     c.loss = ml_collections.ConfigDict()
     c.loss.semantic_weight = 1.0

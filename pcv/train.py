@@ -73,6 +73,14 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(0 <= config.optimizer.warmup_steps < config.steps, "optimizer.warmup_steps", "must be in [0, steps)")
     need(config.optimizer.clip_norm >= 0, "optimizer.clip_norm", "must be >= 0 (0 = off)")
     need(config.model.dtype in ("float32", "bfloat16"), "model.dtype", "must be 'float32' or 'bfloat16'")
+    pretrained = config.model.get("pretrained") or ""
+    if pretrained:
+        need(os.path.isfile(pretrained), "model.pretrained", f"weight file {pretrained!r} does not exist")
+        need(
+            config.model.backbone_norm in ("batch", "frozen"),
+            "model.backbone_norm",
+            f"{config.model.backbone_norm!r} cannot take pretrained BatchNorm weights; use 'frozen' or 'batch'",
+        )
     need(config.centroid in ("mass", "box"), "centroid", "must be 'mass' or 'box'")
     for field in ("log_every", "checkpoint_every"):
         need(config[field] >= 1, field, "must be >= 1")
@@ -93,7 +101,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def build_model(config, num_classes: int, grid: VoteGrid) -> PCVNet:
-    """The PCV network ``config.model`` describes, initialised from ``config.seed``."""
+    """The PCV network ``config.model`` describes, initialised from ``config.seed``.
+
+    With ``config.model.pretrained`` set (a path; "" = from scratch), the
+    backbone is then loaded from that ImageNet weight file.
+    """
     m = config.model
     return PCVNet(
         num_classes=num_classes,
@@ -105,6 +117,7 @@ def build_model(config, num_classes: int, grid: VoteGrid) -> PCVNet:
         head_norm=m.head_norm,
         dtype=jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32,
         rngs=nnx.Rngs(config.seed),
+        pretrained=config.model.get("pretrained") or None,
     )
 
 
