@@ -32,8 +32,8 @@ Hp, Wp padded evaluation size.
 
 from __future__ import annotations
 
-import copy
 import functools
+import json
 from collections.abc import Iterator, Mapping, Sequence
 
 import grain
@@ -140,25 +140,39 @@ def _train_map(example, rng, **kwargs):
     return transforms.train_transform(example, rng, **kwargs)
 
 
+#: ``config.data`` fields of the training input and their values when a config leaves them out.
+#: ``crop_size`` defaults to ``config.data.image_size``.
+DATA_DEFAULTS = {
+    "scale_range": (1.0, 1.0),
+    "base_size": 0,
+    "hflip": True,
+    "color_jitter": 0.0,
+    "num_workers": 0,
+    "read_threads": DEFAULT_READ_THREADS,
+}
+
+
+def data_options(config) -> dict:
+    """The training-input fields of ``config.data``, defaults filled in (:data:`DATA_DEFAULTS`)."""
+    d = config.data
+    out = {k: d.get(k, v) for k, v in DATA_DEFAULTS.items()}
+    out["crop_size"] = tuple(d.get("crop_size", None) or d.image_size)
+    out["scale_range"] = tuple(out["scale_range"])
+    return out
+
+
 def train_dataset_from_config(source, config, grid: VoteGrid, **overrides) -> grain.IterDataset:
     """:func:`train_dataset` with the fields of a trainer config (``config.data``, ``seed``, ...).
 
     The per-host batch is ``config.batch_size / jax.process_count()``.
     """
-    d = config.data
     count = overrides.get("process_count") or jax.process_count()
     kwargs = dict(
         batch_size=config.batch_size // count,
         seed=config.seed,
-        crop_size=tuple(d.crop_size),
-        scale_range=tuple(d.scale_range),
-        base_size=d.base_size,
-        hflip=d.hflip,
-        color_jitter=d.color_jitter,
         centroid=config.centroid,
         weight_power=config.weight_power,
-        num_workers=d.num_workers,
-        read_threads=d.read_threads,
+        **data_options(config),
     )
     kwargs.update(overrides)
     return train_dataset(source, grid, **kwargs)
@@ -178,9 +192,11 @@ class _StateSnapshot:
     """
 
     def __init__(self, iterator):
-        self._state = copy.deepcopy(iterator.get_state())
+        # The handler writes `get_state().decode()` for objects that are not
+        # grain DatasetIterators: hand it the JSON it would have written.
+        self._state = json.dumps(iterator.get_state(), indent=4).encode()
 
-    def get_state(self):
+    def get_state(self) -> bytes:
         return self._state
 
 
