@@ -94,28 +94,26 @@ def recompute_segments(segment_ids: np.ndarray, segments_info: Sequence[Mapping]
     """
     ids = np.asarray(segment_ids)
     by_id = {int(s["id"]): s for s in segments_info}
-    known = np.array(sorted(by_id), np.int64)
+    n = len(by_id)
+    known = np.array(sorted(by_id) + [np.iinfo(ids.dtype).max], ids.dtype)  # sentinel keeps indices in range
     # Labels 0..n-1 for the known ids, n for void / unknown: searchsorted is
     # much cheaper than np.unique's full sort on a 512 x 512 crop.
     labels = np.searchsorted(known, ids)
-    labels = np.minimum(labels, len(known))
-    hit = np.zeros(ids.shape, bool)
-    inside = labels < len(known)
-    hit[inside] = known[labels[inside]] == ids[inside]
-    unknown = np.unique(ids[~hit & (ids != 0)])
-    if unknown.size:
+    hit = known[labels] == ids
+    labels[~hit] = n
+    stray = ~hit & (ids != 0)
+    if stray.any():
+        unknown = np.unique(ids[stray])
         raise ValueError(
             f"example {image_id!r}: segment ids {unknown[:10].tolist()} are in segment_ids but not in segments_info"
         )
-    labels = np.where(hit, labels, len(known))
-    areas = np.bincount(labels.ravel(), minlength=len(known) + 1)
     h, w = ids.shape
-    rows = np.zeros((len(known) + 1, h), bool)
-    cols = np.zeros((len(known) + 1, w), bool)
-    rows[labels, np.arange(h)[:, None]] = True
-    cols[labels, np.arange(w)[None, :]] = True
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    # Occupied rows / columns per label, by counting (label, row) pairs.
+    rows = np.bincount((labels * h + np.arange(h)[:, None]).ravel(), minlength=(n + 1) * h).reshape(n + 1, h) > 0
+    cols = np.bincount((labels * w + np.arange(w)[None, :]).ravel(), minlength=(n + 1) * w).reshape(n + 1, w) > 0
     out = []
-    for j, sid in enumerate(known.tolist()):
+    for j, sid in enumerate(known[:n].tolist()):
         if areas[j] == 0:
             continue
         r = np.flatnonzero(rows[j])
