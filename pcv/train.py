@@ -32,8 +32,8 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from pcv import data as pcv_data
-from pcv.data import pipeline
 from pcv import losses, metrics_writer, panels
+from pcv.data import pipeline
 from pcv.evaluation import PQStat, format_table, pq_image_stats
 from pcv.inference import InferenceConfig, panoptic_inference, to_coco_panoptic
 from pcv.models import PCVNet
