@@ -28,7 +28,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.data.name = "synthetic"
     c.data.image_size = (128, 128)
     c.data.num_val = 128
-    c.data.hflip = True  # random horizontal flips, with the vote bins mirrored
+    # Training transforms (pcv.data.transforms.train_transform), on the host
+    # before the targets. The demo only flips: its scenes are drawn at the
+    # training size already.
+    c.data.crop_size = c.data.get_ref("image_size").identity()  # follows image_size unless set
+    c.data.scale_range = (1.0, 1.0)  # scale factor of the shorter side, uniform
+    c.data.base_size = 0  # shorter side at scale 1; 0 = the image's own
+    c.data.hflip = True  # random horizontal flips (targets are computed after)
+    c.data.color_jitter = 0.0  # 0 = off; else max relative brightness/contrast/saturation change
+    # Input pipeline (pcv.data.pipeline, grain). On 2 cores in-process reading
+    # beats worker processes for the demo (they cost ~6 s to start).
+    c.data.num_workers = 0  # worker processes; 0 = read in the trainer's process
+    c.data.read_threads = 2  # threads of in-process reading
 
     # The grid must cover the largest instance at the heads' stride (4):
     # ((1, 1), (3, 2)) gives K = 33 bins on a 15 x 15 field (60 input pixels).
