@@ -1,7 +1,16 @@
-"""Benchmarks: ``python -m pcv.bench [voting|train] [--sizes coco,cityscapes] [--repeats N]``.
+"""Benchmarks: ``python -m pcv.bench [voting|train|pipeline] [--sizes coco,cityscapes] [--repeats N]``.
 
 ``train`` times one jitted training step (``--backbone resnet50 --image-size
 512 --batch 2``) and reports images per second.
+
+``pipeline`` times the training input pipeline of one host at COCO settings
+(:mod:`pcv.data.pipeline`): decode a JPEG and a panoptic PNG of a COCO-sized
+image (the shared COCO sample's two images repeated, else synthetic 640 x 480
+files encoded here), random scale 0.5-2.0 of shorter side ``--base-size``
+(800), crop ``--image-size`` (512) padded, flip, targets with the default
+grid (K = 233) at stride 4, batches of ``--batch`` (8); with ``--workers``
+worker processes (0 = in-process, with 1 and 2 read threads), against the
+floor of only decoding the files on one core. Rows give images per second.
 
 ``voting`` times, after compilation, on whatever device JAX picks:
 
@@ -184,6 +193,125 @@ def bench_train(backbone: str, size: int, batch: int, repeats: int, dtype: str) 
     return [row]
 
 
+class EncodedPanoptic:
+    """COCO-like source of encoded files: ``[i]`` decodes a JPEG and a panoptic PNG (like a real reader)."""
+
+    categories = None
+
+    def __init__(self, files, categories, length):
+        from pcv.data.panoptic import LabelSpace
+
+        self.files = files  # [(jpeg bytes, png bytes, segments_info)]
+        self.categories = categories
+        self.label_space = LabelSpace(categories)
+        self.length = length
+
+    def __len__(self):
+        return self.length
+
+    def __getitem__(self, i):
+        import io
+
+        from PIL import Image
+
+        jpeg, png, info = self.files[int(i) % len(self.files)]
+        image = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+        rgb = np.asarray(Image.open(io.BytesIO(png)), np.int32)
+        ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+        return {"image": image, "segment_ids": ids, "segments_info": info, "image_id": int(i)}
+
+
+COCO_SAMPLE = "/work/shared/data/coco_panoptic_sample"
+
+
+def coco_like_files(source_size: tuple[int, int] | None):
+    """``(files, categories, description)``: the shared COCO sample, or synthetic files of ``source_size``."""
+    import io
+    import os
+
+    from PIL import Image
+
+    if source_size is None and os.path.exists(os.path.join(COCO_SAMPLE, "panoptic.json")):
+        with open(os.path.join(COCO_SAMPLE, "panoptic.json")) as f:
+            gt = json.load(f)
+        files = []
+        for ann in gt["annotations"]:
+            stem = os.path.splitext(ann["file_name"])[0]
+            with open(os.path.join(COCO_SAMPLE, "images", stem + ".jpg"), "rb") as f:
+                jpeg = f.read()
+            with open(os.path.join(COCO_SAMPLE, "panoptic", ann["file_name"]), "rb") as f:
+                png = f.read()
+            files.append((jpeg, png, ann["segments_info"]))
+        sizes = ", ".join(f"{im['height']}x{im['width']}" for im in gt["images"])
+        return files, gt["categories"], f"COCO sample ({sizes})"
+    from pcv.data import SyntheticPanoptic
+    from pcv.evaluation.pq import id2rgb
+
+    h, w = source_size or (480, 640)
+    ds = SyntheticPanoptic("val", size=(h, w), num_examples=2, seed=0)
+    files = []
+    for n in range(2):
+        ex = ds[n]
+        jpeg, png = io.BytesIO(), io.BytesIO()
+        Image.fromarray(ex["image"]).save(jpeg, "JPEG", quality=90)
+        Image.fromarray(id2rgb(ex["segment_ids"])).save(png, "PNG")
+        files.append((jpeg.getvalue(), png.getvalue(), ex["segments_info"]))
+    return files, ds.categories, f"synthetic {h}x{w}"
+
+
+def bench_pipeline(
+    crop: int, base_size: int, batch: int, repeats: int, workers: list[int], source_size=None
+) -> list[dict]:
+    """Images per second of this host's training input pipeline (module docstring)."""
+    from pcv.data import pipeline
+
+    files, categories, what = coco_like_files(source_size)
+    source = EncodedPanoptic(files, categories, length=10_000)
+    print(f"  source: {what}, crop {crop}x{crop}, scale 0.5-2.0 of shorter side {base_size}, K={DEFAULT_GRID.num_bins}")
+    rows = []
+
+    def row(name, seconds, images, cpu_seconds=None):
+        ips = images / seconds
+        r = {"what": name, "images": images, "seconds": round(seconds, 6), "images_per_second": round(ips, 2)}
+        line = f"  {name:<44} {ips:8.2f} img/s  ({1e3 / ips:7.1f} ms/img)"
+        if cpu_seconds is not None:  # CPU time of this process (all threads): load-independent cost
+            r["cpu_ms_per_image"] = round(1e3 * cpu_seconds / images, 1)
+            line += f"  cpu {r['cpu_ms_per_image']:6.1f} ms/img"
+        rows.append(r)
+        print(line, flush=True)
+
+    n = max(batch * repeats, 4)
+    source[0]  # warm imports
+    t0, c0 = time.perf_counter(), time.process_time()
+    for i in range(n):
+        source[i]
+    row("decode JPEG + PNG only (floor, 1 thread)", time.perf_counter() - t0, n, time.process_time() - c0)
+
+    configs = []
+    for w in workers:
+        configs += [(0, 1), (0, 2)] if w == 0 else [(w, 1)]
+    for num_workers, threads in configs:
+        ds = pipeline.train_dataset(
+            source, DEFAULT_GRID, batch_size=batch, seed=0, crop_size=(crop, crop), scale_range=(0.5, 2.0),
+            base_size=base_size, hflip=True, process_index=0, process_count=1, num_workers=num_workers,
+            read_threads=threads,
+        )
+        it = iter(ds)
+        try:
+            for _ in range(2):  # start-up: worker processes, first batches
+                next(it)
+            t0, c0 = time.perf_counter(), time.process_time()
+            for _ in range(repeats):
+                next(it)
+            seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+        finally:
+            if hasattr(it, "close"):
+                it.close()
+        name = f"pipeline, {num_workers} workers" if num_workers else f"pipeline, in-process, {threads} thread(s)"
+        row(name, seconds, batch * repeats, None if num_workers else cpu)
+    return rows
+
+
 def environment() -> dict:
     dev = jax.devices()[0]
     return {
@@ -199,13 +327,16 @@ def environment() -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pcv.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("suite", nargs="?", default="voting", choices=["voting", "train"])
+    parser.add_argument("suite", nargs="?", default="voting", choices=["voting", "train", "pipeline"])
     parser.add_argument("--sizes", default="coco,cityscapes", help="comma-separated of: " + ", ".join(SIZES))
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--json", help="also write the rows and environment to this file")
     parser.add_argument("--backbone", default="resnet50", help="train suite: resnet50, resnet101 or small")
-    parser.add_argument("--image-size", type=int, default=512, help="train suite: square input size")
-    parser.add_argument("--batch", type=int, default=2, help="train suite: global batch")
+    parser.add_argument("--image-size", type=int, default=512, help="train / pipeline suites: square input (crop) size")
+    parser.add_argument("--batch", type=int, default=None, help="train suite: global batch (2); pipeline: per host (8)")
+    parser.add_argument("--base-size", type=int, default=800, help="pipeline suite: shorter side at scale 1")
+    parser.add_argument("--workers", default="0,1,2", help="pipeline suite: comma-separated worker counts")
+    parser.add_argument("--source-size", default=None, help="pipeline suite: HxW synthetic files instead of the sample")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="train suite")
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
@@ -215,7 +346,11 @@ def main(argv=None) -> int:
     env = environment()
     print(f"pcv.bench {args.suite}: {env['device']} x{env['device_count']} ({env['backend']}), jax {env['jax']}")
     if args.suite == "train":
-        rows = bench_train(args.backbone, args.image_size, args.batch, args.repeats, args.dtype)
+        rows = bench_train(args.backbone, args.image_size, args.batch or 2, args.repeats, args.dtype)
+    elif args.suite == "pipeline":
+        source_size = tuple(int(x) for x in args.source_size.split("x")) if args.source_size else None
+        workers = [int(w) for w in args.workers.split(",") if w.strip()]
+        rows = bench_pipeline(args.image_size, args.base_size, args.batch or 8, args.repeats, workers, source_size)
     else:
         rows = bench_voting(sizes, args.repeats)
     if args.json:

@@ -185,8 +185,13 @@ def restore_model(
     elif step not in steps:
         raise ValueError(f"step {step} is not saved in {directory}; saved steps: {', '.join(map(str, steps))}")
 
-    # The structure only: nothing is initialised.
-    abstract_model = nnx.eval_shape(lambda: build_model(config, label_space.num_classes, grid))
+    # The structure only: nothing is initialised, and no pretrained backbone
+    # file is read (the checkpoint holds the trained weights).
+    structure = config
+    if config.model.get("pretrained"):
+        structure = config.copy_and_resolve_references()
+        structure.model.pretrained = ""
+    abstract_model = nnx.eval_shape(lambda: build_model(structure, label_space.num_classes, grid))
     graphdef, params, rest = nnx.split(abstract_model, PCVNet.trainable, ...)
     sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = {"params": nnx.to_pure_dict(params), "rest": nnx.to_pure_dict(rest)}

@@ -20,7 +20,6 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -35,6 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from pcv import data as pcv_data
 from pcv import evaluate as pcv_evaluate
 from pcv import losses, metrics_writer, viz
+from pcv.data import pipeline
 from pcv.evaluation import format_table
 from pcv.inference import InferenceConfig
 from pcv.models import PCVNet
@@ -69,11 +69,33 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     )
     h, w = config.data.image_size
     need(h % 32 == 0 and w % 32 == 0 and h > 0 and w > 0, "data.image_size", f"{(h, w)} must be multiples of 32")
+    need(
+        config.batch_size % jax.process_count() == 0,
+        "batch_size",
+        f"{config.batch_size} is not divisible by the {jax.process_count()} hosts",
+    )
+    d = pipeline.data_options(config)
+    ch, cw = d["crop_size"]
+    need(ch % 32 == 0 and cw % 32 == 0 and ch > 0 and cw > 0, "data.crop_size", f"{(ch, cw)} must be multiples of 32")
+    lo, hi = d["scale_range"]
+    need(0 < lo <= hi, "data.scale_range", f"{(lo, hi)} must be (lo, hi) with 0 < lo <= hi")
+    need(d["base_size"] >= 0, "data.base_size", f"must be >= 0 (0 = the image's own shorter side), got {d['base_size']}")
+    need(0 <= d["color_jitter"] < 1, "data.color_jitter", f"must be in [0, 1) (0 = off), got {d['color_jitter']}")
+    need(d["num_workers"] >= 0, "data.num_workers", f"must be >= 0 (0 = in-process), got {d['num_workers']}")
+    need(d["read_threads"] >= 1, "data.read_threads", f"must be >= 1, got {d['read_threads']}")
     need(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
     need(config.optimizer.schedule in ("poly", "step"), "optimizer.schedule", "must be 'poly' or 'step'")
     need(0 <= config.optimizer.warmup_steps < config.steps, "optimizer.warmup_steps", "must be in [0, steps)")
     need(config.optimizer.clip_norm >= 0, "optimizer.clip_norm", "must be >= 0 (0 = off)")
     need(config.model.dtype in ("float32", "bfloat16"), "model.dtype", "must be 'float32' or 'bfloat16'")
+    pretrained = config.model.get("pretrained") or ""
+    if pretrained:
+        need(os.path.isfile(pretrained), "model.pretrained", f"weight file {pretrained!r} does not exist")
+        need(
+            config.model.backbone_norm in ("batch", "frozen"),
+            "model.backbone_norm",
+            f"{config.model.backbone_norm!r} cannot take pretrained BatchNorm weights; use 'frozen' or 'batch'",
+        )
     need(config.centroid in ("mass", "box"), "centroid", "must be 'mass' or 'box'")
     for field in ("log_every", "checkpoint_every"):
         need(config[field] >= 1, field, "must be >= 1")
@@ -94,7 +116,11 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 
 def build_model(config, num_classes: int, grid: VoteGrid) -> PCVNet:
-    """The PCV network ``config.model`` describes, initialised from ``config.seed``."""
+    """The PCV network ``config.model`` describes, initialised from ``config.seed``.
+
+    With ``config.model.pretrained`` set (a path; "" = from scratch), the
+    backbone is then loaded from that ImageNet weight file.
+    """
     m = config.model
     return PCVNet(
         num_classes=num_classes,
@@ -106,6 +132,7 @@ def build_model(config, num_classes: int, grid: VoteGrid) -> PCVNet:
         head_norm=m.head_norm,
         dtype=jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32,
         rngs=nnx.Rngs(config.seed),
+        pretrained=config.model.get("pretrained") or None,
     )
 
 
@@ -139,83 +166,13 @@ def make_optimizer(config, schedule) -> optax.GradientTransformation:
 
 
 # ----------------------------------------------------------------------------
-# Input: each host builds its own slice of every global batch.
+# Input: each host reads its own share of every global batch (pcv.data.pipeline).
 # ----------------------------------------------------------------------------
-
-
-def host_batches(dataset, config, grid, start_step: int) -> Iterator[dict]:
-    """Yield this host's part of the global batch of each step from ``start_step``.
-
-    Example i of step s is ``dataset[(s * B + i) % len(dataset)]``: the
-    position in the input is the step, so resuming needs nothing else.
-    """
-    b = config.batch_size
-    per_host = b // jax.process_count()
-    first = jax.process_index() * per_host
-    step = start_step
-    while True:
-        examples = [dataset[(step * b + first + i) % len(dataset)] for i in range(per_host)]
-        yield pcv_data.make_batch(
-            examples,
-            grid,
-            dataset.label_space,
-            centroid=config.centroid,
-            weight_power=config.weight_power,
-        )
-        step += 1
-
-
-def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
-    """Run ``iterator`` in a background thread, ``size`` items ahead."""
-    import queue
-
-    q: queue.Queue = queue.Queue(maxsize=size)
-    sentinel = object()
-
-    def work():
-        try:
-            for item in iterator:
-                q.put(item)
-        except BaseException as e:  # surfaced in the consumer
-            q.put(e)
-        q.put(sentinel)
-
-    threading.Thread(target=work, daemon=True).start()
-    while True:
-        item = q.get()
-        if item is sentinel:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        yield item
 
 
 def to_global(batch: dict, sharding: NamedSharding) -> dict:
     """Assemble host-local numpy batches into global arrays sharded on ``data``."""
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
-
-
-def random_hflip(batch: dict, key, mirror: jnp.ndarray, num_bins: int) -> dict:
-    """Flip each image and its targets left-right with probability 1/2.
-
-    Vote targets are bins of (centroid - pixel); mirroring the image mirrors
-    the offset, so bin k becomes ``mirror[k]``; abstain (K) and ignore (-1)
-    stay.
-    """
-    flip = jax.random.bernoulli(key, 0.5, (batch["images"].shape[0],))
-
-    def f(x, flipped=None):
-        flipped = jnp.flip(x, axis=2) if flipped is None else flipped
-        return jnp.where(flip.reshape((-1,) + (1,) * (x.ndim - 1)), flipped, x)
-
-    votes = batch["votes"]
-    mirrored = jnp.where((votes >= 0) & (votes < num_bins), mirror[jnp.clip(votes, 0, num_bins - 1)], votes)
-    return {
-        "images": f(batch["images"]),
-        "semantic": f(batch["semantic"]),
-        "weights": f(batch["weights"]),
-        "votes": f(votes, jnp.flip(mirrored, axis=2)),
-    }
 
 
 def make_train_step(graphdef, tx, schedule, config, grid: VoteGrid):
@@ -224,8 +181,6 @@ def make_train_step(graphdef, tx, schedule, config, grid: VoteGrid):
     ``state`` holds pure-dict ``params`` (trained) and ``rest`` (batch
     statistics, frozen constants), ``opt_state``, ``step`` and ``rng``.
     """
-    mirror = jnp.asarray(grid.mirror_permutation())
-
     def loss_fn(params, rest, batch):
         m = nnx.merge(graphdef, params, rest)
         m.train()
@@ -237,9 +192,6 @@ def make_train_step(graphdef, tx, schedule, config, grid: VoteGrid):
         return total, (parts, nnx.to_pure_dict(new_rest))
 
     def train_step(state, batch):
-        if config.data.hflip:
-            key = jax.random.fold_in(jax.random.wrap_key_data(state["rng"]), state["step"])
-            batch = random_hflip(batch, key, mirror, grid.num_bins)
         grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
         (_, (parts, rest)), grads = grad_fn(state["params"], state["rest"], batch)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
@@ -284,9 +236,17 @@ class Preemption:
         self.requested = True
 
 
+#: Checkpoint items: the train state is ``default`` (so a plain
+#: ``restore(step, args=ocp.args.StandardRestore())`` on a fresh manager still
+#: reads it), the input iterator's position is ``data`` (one file per host).
+CHECKPOINT_ITEMS = ("default", "data")
+
+
 def make_checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)
-    return ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")), options=options)
+    return ocp.CheckpointManager(
+        os.path.abspath(os.path.join(workdir, "checkpoints")), item_names=CHECKPOINT_ITEMS, options=options
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -317,6 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     grid = VoteGrid(config.grid)
     train_set, val_set = pcv_data.make_datasets(config)
     num_classes = len(train_set.categories)
+    train_batches = iter(pipeline.train_dataset_from_config(train_set, config, grid))
     if is_main:  # config.json + categories.json: evaluate / predict need only the work dir
         pcv_evaluate.save_run_info(workdir, config, train_set.categories)
 
@@ -339,8 +300,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     start_step = 0
     if ckpt.latest_step() is not None:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        state = ckpt.restore(ckpt.latest_step(), args=ocp.args.StandardRestore(abstract))
-        state = jax.device_put(state, replicated)
+        restored = ckpt.restore(
+            ckpt.latest_step(),
+            args=ocp.args.Composite(
+                default=ocp.args.StandardRestore(abstract),
+                data=pipeline.iterator_checkpoint_args(train_batches, restore=True),
+            ),
+        )
+        state = jax.device_put(restored["default"], replicated)
         start_step = int(state["step"])
         log(f"resumed from {ckpt.directory} at step {start_step}")
 
@@ -370,13 +337,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
     preemption = Preemption()
     timer = metrics_writer.EtaTimer(total_steps=config.steps, start_step=start_step)
-    batches = prefetch(host_batches(train_set, config, grid, start_step))
     last_loss = None
     eval_result = None
     step = start_step
     try:
         for step in range(start_step + 1, config.steps + 1):
-            batch = to_global(next(batches), data_sharding)
+            batch = to_global(next(train_batches), data_sharding)
             state, parts = step_fn(state, batch)
             if step % config.log_every == 0 or step == config.steps or step == start_step + 1:
                 parts = jax.device_get(parts)
@@ -394,7 +360,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
             preempted = preemption.requested or ckpt.reached_preemption(step) or step == stop_at
             if step % config.checkpoint_every == 0 or step == config.steps or preempted:
                 last_loss = _checked_loss(parts, step)
-                ckpt.save(step, args=ocp.args.StandardSave(state))
+                ckpt.save(
+                    step,
+                    args=ocp.args.Composite(
+                        default=ocp.args.StandardSave(state),
+                        data=pipeline.iterator_checkpoint_args(train_batches),
+                    ),
+                )
             if preempted:
                 ckpt.wait_until_finished()
                 log(f"preemption requested: saved step {step} to {ckpt.directory}; exiting")
@@ -404,6 +376,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
                 writer.write_scalars(step, _eval_scalars(eval_result))
     finally:
         ckpt.wait_until_finished()
+        if hasattr(train_batches, "close"):  # stops worker processes and read threads
+            train_batches.close()
 
     # --- Final evaluation -----------------------------------------------------
     final_step = int(jax.device_get(state["step"]))

@@ -32,3 +32,18 @@ def test_bench_train_small(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["images_per_second"] == pytest.approx(2 / (row["ms"] / 1e3), rel=0.01)
     assert "small" in row["what"]
+
+
+def test_bench_pipeline_small(tmp_path, capsys):
+    out = tmp_path / "pipeline.json"
+    args = ["pipeline", "--source-size", "96x128", "--image-size", "64", "--base-size", "64", "--batch", "2",
+            "--repeats", "2", "--workers", "0"]
+    assert bench.main(args + ["--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["what"] for r in rows] == [
+        "decode JPEG + PNG only (floor, 1 thread)", "pipeline, in-process, 1 thread(s)", "pipeline, in-process, 2 thread(s)"
+    ]
+    for r in rows:
+        assert r["images_per_second"] == pytest.approx(r["images"] / r["seconds"], rel=0.01)
+        assert r["cpu_ms_per_image"] > 0
+    assert "synthetic 96x128" in capsys.readouterr().out

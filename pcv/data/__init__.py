@@ -7,6 +7,13 @@
   the fly, deterministic from ``(seed, split, index)``.
 - :mod:`pcv.data.batching`: :func:`make_batch`, examples -> normalised images
   and PCV targets at the output stride.
+- :mod:`pcv.data.coco_panoptic`: :class:`COCOPanoptic`, a validating source
+  over COCO-format panoptic files (``coco2017``, ``cityscapes``, ``custom``
+  layouts, zips read in place); :class:`PanopticDataError`.
+- :mod:`pcv.data.tfds_panoptic`: ``prepare_panoptic`` (tfds builder ->
+  array_record, no TensorFlow) and ``PreparedPanoptic``, the reader of a
+  prepared split (imported lazily: tfds is slow to import).
+- ``python -m pcv.data.prepare``: the command that prepares a dataset.
 - :func:`make_datasets`: the ``(train, val)`` sources a config names.
 
 ::
@@ -27,11 +34,19 @@ from pcv.data.batching import (
     make_batch,
     normalize_images,
 )
+from pcv.data.coco_panoptic import COCOPanoptic, PanopticDataError, cityscapes, coco2017, custom
 from pcv.data.panoptic import LabelSpace, as_label_space, gt_for_pq, segments_from_ids, write_coco_panoptic
 from pcv.data.synthetic import CATEGORIES, SyntheticConfig, SyntheticPanoptic, draw_scene
 
 __all__ = [
     "CATEGORIES",
+    "COCOPanoptic",
+    "PanopticDataError",
+    "PreparedPanoptic",
+    "prepare_panoptic",
+    "cityscapes",
+    "coco2017",
+    "custom",
     "DATASETS",
     "DEFAULT_STRIDE",
     "IMAGE_MEAN",
@@ -52,17 +67,47 @@ __all__ = [
 ]
 
 #: Data sources :func:`make_datasets` knows, by ``config.data.name``.
-DATASETS = ("synthetic",)
+DATASETS = ("synthetic", "panoptic")
+
+
+def __getattr__(name):
+    # Lazy: importing tensorflow_datasets takes seconds; only prepared data needs it.
+    if name in ("PreparedPanoptic", "prepare_panoptic"):
+        from pcv.data import tfds_panoptic
+
+        return getattr(tfds_panoptic, name)
+    raise AttributeError(f"module 'pcv.data' has no attribute {name!r}")
 
 
 def make_datasets(config):
     """``(train, val)`` random-access sources for a trainer config.
 
-    Reads ``config.seed`` and ``config.data``: ``name`` (one of
-    ``DATASETS``), ``image_size`` ``(H, W)``, ``num_val``, and optionally
-    ``num_train`` (default: unbounded, every index a new scene).
+    Reads ``config.seed`` and ``config.data``: ``name`` (one of ``DATASETS``).
+
+    - ``"synthetic"``: ``image_size`` ``(H, W)``, ``num_val``, and optionally
+      ``num_train`` (default: unbounded, every index a new scene).
+    - ``"panoptic"``: a dataset prepared by ``python -m pcv.data.prepare``:
+      ``data_dir`` (the directory it printed, or the ``--data_dir`` root with
+      ``dataset`` naming it), ``train_split`` (default ``"train"``),
+      ``val_split`` (default ``"val"``). Returns raw
+      :class:`~pcv.data.tfds_panoptic.PreparedPanoptic` sources: examples of
+      their own sizes, untransformed.
     """
     data = config.data
+    get = data.get if hasattr(data, "get") else lambda k, d=None: getattr(data, k, d)
+    if data.name == "panoptic":
+        from pcv.data.tfds_panoptic import PreparedPanoptic
+
+        data_dir = get("data_dir", None)
+        if not data_dir:
+            raise ValueError("config.data.data_dir must name a prepared dataset (python -m pcv.data.prepare)")
+        dataset = get("dataset", None)
+        try:
+            train = PreparedPanoptic(data_dir, get("train_split", "train"), dataset=dataset)
+            val = PreparedPanoptic(data_dir, get("val_split", "val"), dataset=dataset)
+        except (FileNotFoundError, ValueError) as e:
+            raise type(e)(f"config.data.data_dir={data_dir!r}: {e}") from e
+        return train, val
     if data.name == "synthetic":
         size = tuple(data.image_size)
         num_train = data.get("num_train", None) if hasattr(data, "get") else None

@@ -72,6 +72,11 @@ class PCVNet(nnx.Module):
         logits are float32.
       param_dtype: dtype of the parameters (float32).
       rngs: initialisation randomness; ``nnx.Rngs(0)`` if None.
+      pretrained: path of ImageNet weights for the backbone (torchvision
+        ``.pth``, which needs torch, or timm / converted ``.safetensors``),
+        loaded over the random init by
+        :func:`pcv.models.pretrained.load_backbone`; None or "" = from scratch.
+        Needs ``backbone_norm`` "frozen" or "batch".
 
     ``PCVNet.trainable`` is the NNX filter of the trained variables
     (``nnx.Param``): ``nnx.split(model, PCVNet.trainable, ...)`` gives the
@@ -94,6 +99,7 @@ class PCVNet(nnx.Module):
         dtype=jnp.float32,
         param_dtype=jnp.float32,
         rngs: nnx.Rngs | None = None,
+        pretrained: str | None = None,
     ):
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {tuple(BACKBONES)}, got {backbone!r}")
@@ -108,7 +114,26 @@ class PCVNet(nnx.Module):
         self.num_classes = num_classes
         self.num_bins = num_bins
         self.dtype = dtype
-        self.backbone = build_backbone(backbone, norm=backbone_norm, zero_init_residual=zero_init_residual, **kw)
+        def make_backbone(rngs):
+            return build_backbone(
+                backbone,
+                norm=backbone_norm,
+                zero_init_residual=zero_init_residual,
+                dtype=dtype,
+                param_dtype=param_dtype,
+                rngs=rngs,
+            )
+
+        if pretrained:
+            from pcv.models.pretrained import load_backbone  # here: keeps `python -m pcv.models.pretrained` clean
+
+            # Every backbone variable comes from the file (load_backbone fills
+            # all or raises), so skip computing a random init: build it
+            # abstractly. Saves seconds on CPU for ResNet-50/101.
+            self.backbone = nnx.eval_shape(lambda: make_backbone(nnx.Rngs(0)))
+            load_backbone(self.backbone, pretrained)  # logs what it loaded; raises on any mismatch
+        else:
+            self.backbone = make_backbone(rngs)
         self.fpn = FPN(self.backbone.out_channels, fpn_channels, norm=head_norm, **kw)
         self.fusion = PyramidFusion(fpn_channels, fusion_channels, len(self.backbone.out_channels), norm=head_norm, **kw)
         # Heads: float32 1x1 convs (cheap next to the trunk), small init so the
