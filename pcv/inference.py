@@ -372,3 +372,88 @@ def to_coco_panoptic(
         )
         next_id += 1
     return id_map, segments
+
+
+# ----------------------------------------------------------------------------
+# Horizontal-flip test-time augmentation.
+# ----------------------------------------------------------------------------
+
+
+def mirror_outputs(outputs: Mapping[str, jax.Array], grid: VoteGrid) -> dict[str, jax.Array]:
+    """Network outputs of a left-right mirrored image, taken back to the image's frame.
+
+    The maps are flipped along W. A vote for bin k at a mirrored pixel points
+    at the mirrored offset, i.e. at bin ``grid.mirror_permutation()[k]`` in
+    the original frame; the abstain channel (K) stays where it is. The
+    operation is pure re-indexing and its own inverse.
+
+    Args:
+      outputs: ``semantic`` ``[..., H, W, C]`` and ``votes`` ``[..., H, W,
+        K + 1]`` (logits or log-probabilities).
+      grid: the voting grid (K bins).
+    Returns:
+      the same keys, mirrored.
+    """
+    perm = np.asarray(grid.mirror_permutation())
+    if sorted(perm.tolist()) != list(range(grid.num_bins)):
+        raise ValueError(f"{grid!r}: mirror_permutation is not a permutation of the {grid.num_bins} bins")
+    votes = jnp.asarray(outputs["votes"])
+    if votes.shape[-1] != grid.num_bins + 1:
+        raise ValueError(f"votes has {votes.shape[-1]} channels; the grid needs K + 1 = {grid.num_bins + 1}")
+    # new[..., perm[j]] = old[..., j]  <=>  new = old[..., inverse(perm)].
+    channels = np.append(np.argsort(perm), grid.num_bins).astype(np.int32)
+    return {
+        "semantic": jnp.flip(jnp.asarray(outputs["semantic"]), axis=-2),
+        "votes": jnp.take(jnp.flip(votes, axis=-2), jnp.asarray(channels), axis=-1),
+    }
+
+
+def mean_probs_log(log_p, log_q):
+    """``log((p + q) / 2)`` from log-probabilities ``log_p``, ``log_q``, computed stably.
+
+    Elementwise and symmetric in its arguments bit for bit (``logaddexp``
+    is), which makes the flip-averaged prediction exactly mirror-equivariant.
+    """
+    return jnp.logaddexp(log_p, log_q) - jnp.log(jnp.asarray(2.0, log_p.dtype))
+
+
+def flip_tta(apply_fn, images, grid: VoteGrid) -> dict[str, jax.Array]:
+    """Horizontal-flip test-time augmentation of the PCV heads (jit-able).
+
+    Runs ``apply_fn`` on the images and their mirrors in one batch, takes the
+    mirrors' outputs back to the image frame (:func:`mirror_outputs`: maps
+    flipped, vote bins permuted, abstain kept) and averages the two
+    predictions as *probabilities*.
+
+    Why probabilities and not logits: vote aggregation is linear in the bin
+    probabilities, so averaging probabilities makes the TTA heatmap the mean
+    of the two passes' heatmaps (each pass contributes its evidence as it
+    would alone), and the result is a proper mixture of two distributions.
+    Averaging logits would instead multiply the distributions (a product of
+    experts), sharpening bins the passes agree on and letting one confident
+    pass veto the other. The returned values are log-probabilities, which
+    :func:`panoptic_inference` takes like logits (softmax of a log-probability
+    vector is the vector's probabilities).
+
+    Log-softmax is applied *before* mirroring, so the result for a mirrored
+    image is exactly the mirror of the result for the image.
+
+    Args:
+      apply_fn: ``images [B, H, W, 3] -> {"semantic": [B, h, w, C], "votes":
+        [B, h, w, K + 1]}`` logits, each example computed independently of
+        the others (eval mode).
+      images: ``[B, H, W, 3]``.
+      grid: the voting grid of the vote head.
+    Returns:
+      ``{"semantic": [B, h, w, C], "votes": [B, h, w, K + 1]}``
+      log-probabilities.
+    """
+    images = jnp.asarray(images)
+    if images.ndim != 4:
+        raise ValueError(f"flip_tta takes a batch of images [B, H, W, 3], got shape {images.shape}")
+    b = images.shape[0]
+    both = apply_fn(jnp.concatenate([images, jnp.flip(images, axis=2)], axis=0))
+    plain = {k: jax.nn.log_softmax(both[k][:b].astype(jnp.float32), -1) for k in ("semantic", "votes")}
+    mirrored = {k: jax.nn.log_softmax(both[k][b:].astype(jnp.float32), -1) for k in ("semantic", "votes")}
+    mirrored = mirror_outputs(mirrored, grid)
+    return {k: mean_probs_log(plain[k], mirrored[k]) for k in ("semantic", "votes")}

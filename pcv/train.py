@@ -32,10 +32,11 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from pcv import data as pcv_data
-from pcv import losses, metrics_writer, panels
+from pcv import evaluate as pcv_evaluate
+from pcv import losses, metrics_writer, viz
 from pcv.data import pipeline
-from pcv.evaluation import PQStat, format_table, pq_image_stats
-from pcv.inference import InferenceConfig, panoptic_inference, to_coco_panoptic
+from pcv.evaluation import format_table
+from pcv.inference import InferenceConfig
 from pcv.models import PCVNet
 from pcv.voting import VoteGrid
 
@@ -249,41 +250,6 @@ def make_checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
 
 
 # ----------------------------------------------------------------------------
-# Evaluation.
-# ----------------------------------------------------------------------------
-
-
-def evaluate(forward, infer, model_state, dataset, config, grid, sharding, num_images=None, progress=True):
-    """PQ of the model on ``dataset`` (the validation split), in memory.
-
-    Returns (result dict of pcv.evaluation, a few (example, prediction) pairs for panels).
-    """
-    b = config.batch_size
-    n = len(dataset) if num_images is None else min(num_images, len(dataset))
-    stat = PQStat()
-    shown = []
-    bar = metrics_writer.ProgressBar(n, "eval") if progress else None
-    for start in range(0, n, b):
-        idx = [min(start + i, n - 1) for i in range(b)]  # pad the last batch by repetition
-        examples = [dataset[i] for i in idx]
-        images = pcv_data.normalize_images(np.stack([e["image"] for e in examples]))
-        outputs = forward(model_state, jax.device_put(images, sharding))
-        result = jax.device_get(infer(outputs["semantic"], outputs["votes"]))
-        for j in range(min(b, n - start)):
-            one = jax.tree.map(lambda a: a[j], result)
-            id_map, segments = to_coco_panoptic(one, dataset.category_ids, dataset.thing_mask)
-            gt_ids, gt_segments = examples[j]["segment_ids"], examples[j]["segments_info"]
-            stat += pq_image_stats(gt_ids, gt_segments, id_map, segments, dataset.categories, image_id=idx[j])
-            if len(shown) < config.num_panel_images:
-                shown.append((examples[j], one))
-        if bar:
-            bar.update(min(b, n - start))
-    if bar:
-        bar.close()
-    return stat.results(dataset.categories), shown
-
-
-# ----------------------------------------------------------------------------
 # The whole run.
 # ----------------------------------------------------------------------------
 
@@ -312,6 +278,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     train_set, val_set = pcv_data.make_datasets(config)
     num_classes = len(train_set.categories)
     train_batches = iter(pipeline.train_dataset_from_config(train_set, config, grid))
+    if is_main:  # config.json + categories.json: evaluate / predict need only the work dir
+        pcv_evaluate.save_run_info(workdir, config, train_set.categories)
 
     # --- Model ----------------------------------------------------------------
     model = build_model(config, num_classes, grid)
@@ -352,23 +320,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
         donate_argnums=0,
     )
 
-    # --- Evaluation functions -------------------------------------------------
-    def forward(model_state, images):
-        m = nnx.merge(graphdef, model_state["params"], model_state["rest"])
-        m.eval()
-        return m(images)
-
-    forward = jax.jit(forward, in_shardings=(replicated, data_sharding))
-    infer_config = InferenceConfig(**config.inference.to_dict())
-    infer = jax.jit(
-        lambda s, v: panoptic_inference(
-            s, v, grid, val_set.thing_mask, infer_config, output_size=tuple(config.data.image_size)
-        )
-    )
+    # --- Evaluation: the code path of python -m pcv.evaluate -------------------
+    predict_fn = pcv_evaluate.make_predict_fn(graphdef, config, grid, val_set.thing_mask, mesh=mesh)
 
     def run_eval(step):
         model_state = {"params": state["params"], "rest": state["rest"]}
-        result, shown = evaluate(forward, infer, model_state, val_set, config, grid, data_sharding)
+        result, shown = pcv_evaluate.evaluate_pq(
+            predict_fn, model_state, val_set, config,
+            batch_size=pcv_evaluate.eval_batch_size(config, mesh), num_shown=config.num_panel_images,
+        )
         log(f"evaluation at step {step} ({len(val_set)} images):")
         log(format_table(result))
         return result, shown
@@ -429,8 +389,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     if is_main:
         with open(os.path.join(workdir, "results.json"), "w") as f:
             json.dump(results, f, indent=2)
-        panel = panels.validation_panel(shown, val_set)
-        panels.save_png(panel, os.path.join(workdir, "panel.png"))
+        panel = viz.validation_panel(shown, val_set.label_space)
+        viz.save_png(panel, os.path.join(workdir, "panel.png"))
         writer.write_images(final_step, {"val/panel": panel})
     writer.close()
     ckpt.close()

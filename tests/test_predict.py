@@ -1,0 +1,108 @@
+"""python -m pcv.predict on real photos of any size, with a corrupt file among them."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+from smoke_model import ROOT, SAMPLE, train_smoke
+
+from pcv import evaluate as ev
+from pcv import predict
+from pcv.evaluation import read_id_png
+
+IMAGES = SAMPLE / "images"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    train_smoke(workdir)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def model(run):
+    return ev.restore_model(run)
+
+
+@pytest.fixture()
+def corrupt(tmp_path):
+    path = tmp_path / "inputs" / "broken.jpg"
+    path.parent.mkdir()
+    path.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    return path
+
+
+def test_sample_photos_and_a_corrupt_file(model, corrupt, tmp_path):
+    out = tmp_path / "out"
+    warnings = []
+    summary = predict.predict_images(model, [IMAGES, corrupt], out, heatmap=True, log=lambda m: None,
+                                     warn=warnings.append)
+    photos = sorted(IMAGES.glob("*.jpg"))
+    assert [p["file"] for p in summary["predicted"]] == [str(p) for p in photos]
+    assert [p for p, _ in summary["skipped"]] == [str(corrupt)]
+    assert len(warnings) == 1 and "broken.jpg" in warnings[0]
+    names = {c["id"]: c["name"] for c in model.label_space.categories}
+    coco = json.loads((out / "predictions.json").read_text())
+    assert len(coco["annotations"]) == 2 and {c["id"] for c in coco["categories"]} == set(names)
+    for photo, ann in zip(photos, coco["annotations"]):
+        stem = photo.stem
+        with Image.open(photo) as im:
+            w, h = im.size
+        ids = read_id_png(out / f"{stem}.png")
+        assert ids.shape == (h, w)  # mapped back to the photo's own size
+        record = json.loads((out / f"{stem}.json").read_text())
+        assert (record["height"], record["width"]) == (h, w)
+        assert record["segments_info"] == ann["segments_info"]
+        assert set(np.unique(ids).tolist()) - {0} == {s["id"] for s in record["segments_info"]}
+        for seg in record["segments_info"]:
+            assert seg["area"] == int((ids == seg["id"]).sum())
+            assert seg["category_name"] == names[seg["category_id"]]
+        for suffix in ("_overlay.png", "_heatmap.png"):
+            with Image.open(out / f"{stem}{suffix}") as im:
+                assert im.size[0] > 100 and im.size[1] > 100
+
+
+def test_odd_sizes_grey_and_alpha_images(model, tmp_path):
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (37, 101), dtype=np.uint8), "L").save(folder / "grey.png")
+    Image.fromarray(rng.integers(0, 256, (90, 20, 4), dtype=np.uint8), "RGBA").save(folder / "tall.PNG")
+    (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
+    summary = predict.predict_images(model, [folder], tmp_path / "out", log=lambda m: None, warn=lambda m: None)
+    assert [(p["height"], p["width"]) for p in summary["predicted"]] == [(37, 101), (90, 20)]
+    assert summary["skipped"] == []
+    assert read_id_png(tmp_path / "out" / "tall.png").shape == (90, 20)
+
+
+def test_same_names_in_two_folders_do_not_overwrite(model, tmp_path):
+    for sub in ("a", "b"):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / sub / "x.png")
+    summary = predict.predict_images(model, [tmp_path / "a", tmp_path / "b"], tmp_path / "out",
+                                     log=lambda m: None, warn=lambda m: None)
+    assert [p["stem"] for p in summary["predicted"]] == ["x", "x_1"]
+
+
+def test_read_image_and_collect_name_the_problem(corrupt, tmp_path):
+    with pytest.raises(predict.UnreadableImage, match="broken.jpg"):
+        predict.read_image(corrupt)
+    files, problems = predict.collect_images([tmp_path / "missing.jpg", tmp_path / "inputs"])
+    assert files == [corrupt]
+    assert problems == [(str(tmp_path / "missing.jpg"), "no such file or folder")]
+
+
+def test_command_line_exit_codes(run, corrupt, tmp_path):
+    cmd = [sys.executable, "-m", "pcv.predict", f"--workdir={run}", f"--out_dir={tmp_path / 'out'}"]
+    ok = subprocess.run(cmd + [str(IMAGES / "000000142238.jpg"), str(corrupt)],
+                        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert "broken.jpg" in ok.stderr and "skipped 1" in ok.stderr
+    assert (tmp_path / "out" / "000000142238_overlay.png").is_file()
+    nothing = subprocess.run(cmd + [str(corrupt)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert nothing.returncode == 1
+    assert "broken.jpg" in nothing.stderr and "predicted 0 image(s)" in nothing.stderr
