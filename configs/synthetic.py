@@ -40,6 +40,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # beats worker processes for the demo (they cost ~6 s to start).
     c.data.num_workers = 0  # worker processes; 0 = read in the trainer's process
     c.data.read_threads = 2  # threads of in-process reading
+    # Evaluation / prediction inputs (pcv.evaluate.eval_geometry): 0 = fit
+    # into image_size; real datasets resize by the shorter side (COCO: 800,
+    # longer side at most 1333) and pad to eval_pad_shape (() = square).
+    c.data.eval_short_side = 0
+    c.data.eval_max_size = 0
+    c.data.eval_pad_shape = ()
 
     # The grid must cover the largest instance at the heads' stride (4):
     # ((1, 1), (3, 2)) gives K = 33 bins on a 15 x 15 field (60 input pixels).

@@ -51,16 +51,15 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from pcv.data.batching import IMAGE_MEAN, normalize_images
+from pcv.data import transforms
+from pcv.data.batching import normalize_images
+from pcv.data.transforms import PAD_COLOR, to_original  # noqa: F401  (public here too)
 from pcv.data.panoptic import LabelSpace, example_stem, write_coco_panoptic
 from pcv.inference import InferenceConfig, flip_tta, panoptic_inference, to_coco_panoptic
 from pcv.voting import VoteGrid
 
 CONFIG_FILE = "config.json"
 CATEGORIES_FILE = "categories.json"
-SIZE_MULTIPLE = 32  # the network's input sizes (pcv.models.pcv_net.SIZE_MULTIPLE)
-#: Padding colour of images: the dataset mean, 0 after normalisation (as the input pipeline pads).
-PAD_COLOR = np.rint(IMAGE_MEAN).astype(np.uint8)
 #: Result maps at the input resolution (mapped back to the original size); the rest live on the heads' map.
 IMAGE_MAPS = ("semantic", "instance")
 
@@ -218,18 +217,28 @@ def restore_model(
 # ----------------------------------------------------------------------------
 
 
-def round_up(n: int, multiple: int = SIZE_MULTIPLE) -> int:
-    return -(-int(n) // multiple) * multiple
+def eval_geometry(config) -> tuple[int, int, tuple[int, int]]:
+    """``(short_side, max_size, pad_shape)`` of evaluation and prediction inputs.
+
+    Configs of real datasets set ``data.eval_short_side`` / ``eval_max_size``
+    (COCO: 800 / 1333) and optionally ``data.eval_pad_shape`` (default
+    :func:`pcv.data.transforms.eval_pad_shape`, one square shape for both
+    orientations). Without them (the synthetic demo) images are fitted into
+    ``data.image_size``, the size the model was trained at, rounded up to a
+    multiple of 32. One padded shape: one compiled program for every image.
+    """
+    d = config.data
+    short_side, max_size = int(d.get("eval_short_side", 0) or 0), int(d.get("eval_max_size", 0) or 0)
+    if short_side > 0:
+        pad = tuple(d.get("eval_pad_shape", ()) or ()) or transforms.eval_pad_shape(short_side, max_size)
+        return short_side, max_size, tuple(int(x) for x in pad)
+    h, w = (int(s) for s in d.image_size)
+    return 0, 0, (transforms.round_up(h), transforms.round_up(w))
 
 
 def input_shape(config) -> tuple[int, int]:
-    """``(Hp, Wp)``: the one padded input shape of evaluation and prediction.
-
-    ``config.data.image_size`` (the size the model was trained at), rounded up
-    to a multiple of 32: one compiled program for every image.
-    """
-    h, w = (int(s) for s in config.data.image_size)
-    return round_up(h), round_up(w)
+    """``(Hp, Wp)``: the one padded input shape of evaluation and prediction (:func:`eval_geometry`)."""
+    return eval_geometry(config)[2]
 
 
 def fit_size(hw: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
@@ -240,44 +249,25 @@ def fit_size(hw: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
 
 
 def preprocess(example: Mapping, config) -> tuple[np.ndarray, dict]:
-    """Resize an image to fit the configured size and pad it to a multiple of 32.
+    """One image, resized and padded for the network (:func:`eval_geometry`).
 
     Args:
       example: ``image`` uint8 ``[H, W, 3]`` and optionally ``image_id``.
-      config: reads ``data.image_size``.
+      config: reads ``data.eval_short_side`` / ``eval_max_size`` /
+        ``eval_pad_shape``, or ``data.image_size``.
     Returns:
-      ``image`` uint8 ``[Hp, Wp, 3]`` (:func:`input_shape`; bilinear resize,
-      padded at the bottom / right with :data:`PAD_COLOR`) and ``meta``:
-      ``image_id``, ``original_size`` ``(H, W)``, ``valid_size`` ``(h, w)``
-      (the resized image, top-left of the padded one).
+      ``image`` uint8 ``[Hp, Wp, 3]`` (bilinear resize, padded at the bottom /
+      right with the mean colour) and ``meta``: ``image_id``,
+      ``original_size`` ``(H, W)``, ``valid_size`` ``(h, w)`` (the resized
+      image, top-left of the padded one); :func:`to_original` maps back.
     """
+    short_side, max_size, pad_shape = eval_geometry(config)
     image = np.asarray(example["image"])
-    name = f"image {example.get('image_id', '?')!r}"
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"{name}: expected uint8 RGB [H, W, 3], got {image.dtype} {image.shape}")
-    hw = tuple(int(s) for s in image.shape[:2])
-    box = tuple(int(s) for s in config.data.image_size)
-    size = fit_size(hw, box)
-    if size != hw:
-        image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size[::-1], Image.BILINEAR))
-    out = np.empty((*input_shape(config), 3), np.uint8)
-    out[...] = PAD_COLOR
-    out[: size[0], : size[1]] = image
-    return out, {"image_id": example.get("image_id"), "original_size": hw, "valid_size": size}
-
-
-def to_original(prediction: np.ndarray, meta: Mapping) -> np.ndarray:
-    """A map at the padded input size ``[Hp, Wp, ...]`` -> ``[H, W, ...]`` of the original image.
-
-    Crops the valid region and resizes with nearest neighbour (ids stay ids).
-    """
-    from pcv.targets import resize_nearest
-
-    h, w = meta["valid_size"]
-    prediction = np.asarray(prediction)
-    if prediction.shape[0] < h or prediction.shape[1] < w:
-        raise ValueError(f"prediction {prediction.shape[:2]} is smaller than the valid size {(h, w)}")
-    return resize_nearest(prediction[:h, :w], tuple(meta["original_size"]))
+        raise ValueError(f"image {example.get('image_id', '?')!r}: expected uint8 RGB [H, W, 3], got {image.dtype} {image.shape}")
+    if short_side > 0:
+        return transforms.eval_transform(example, short_side=short_side, max_size=max_size, pad_shape=pad_shape)
+    return transforms.resize_and_pad(example, fit_size(image.shape[:2], tuple(config.data.image_size)), pad_shape)
 
 
 def result_to_original(result: Mapping[str, np.ndarray], meta: Mapping) -> dict:
@@ -360,32 +350,43 @@ def predict_dataset(
     config,
     *,
     batch_size: int,
-    indices: Sequence[int] | None = None,
+    num_images: int | None = None,
     progress: bool = False,
 ) -> Iterator[tuple[int, dict, dict]]:
-    """Predict examples of a dataset in fixed-size batches.
+    """Predict the first ``num_images`` (default all) examples of a dataset in fixed-size batches.
 
-    Yields ``(index, example, result)`` in order, ``result`` one image's
-    inference output with maps at the example's original size
-    (:func:`result_to_original`). The last batch is padded by repeating its
-    last image (one compiled shape).
+    Reading and :func:`preprocess` run ahead in threads
+    (:func:`pcv.data.pipeline.eval_batches`). Yields ``(index, example,
+    result)`` in order, ``result`` one image's inference output with maps at
+    the example's original size (:func:`result_to_original`). The last batch
+    is padded by repeating its last image (one compiled shape).
     """
-    from pcv import metrics_writer
+    import functools
 
-    indices = list(range(len(dataset)) if indices is None else indices)
-    n = len(indices)
+    from pcv import metrics_writer
+    from pcv.data import pipeline
+
+    n = len(dataset) if num_images is None else min(int(num_images), len(dataset))
+    batches = pipeline.eval_batches(
+        dataset,
+        batch_size=batch_size,
+        num_images=n,
+        process_index=0,  # evaluation is single-host (the whole split on this host)
+        process_count=1,
+        preprocess=functools.partial(preprocess, config=config),
+        normalize=False,
+    )
     bar = metrics_writer.ProgressBar(n, "eval") if progress else None
-    for start in range(0, n, batch_size):
-        chunk = indices[start : start + batch_size]
-        examples = [dataset[i] for i in chunk]
-        prepared = [preprocess(e, config) for e in examples]
-        images = np.stack([p[0] for p in prepared] + [prepared[-1][0]] * (batch_size - len(chunk)))
-        result = predict_fn(model_state, images)
-        for j, (i, example) in enumerate(zip(chunk, examples)):
+    start = 0
+    for batch in batches:
+        result = predict_fn(model_state, batch["images"])
+        count = int(np.sum(batch["valid"]))
+        for j in range(count):
             one = jax.tree.map(lambda a: a[j], result)
-            yield i, example, result_to_original(one, prepared[j][1])
+            yield start + j, batch["examples"][j], result_to_original(one, batch["meta"][j])
+        start += count
         if bar:
-            bar.update(len(chunk))
+            bar.update(count)
     if bar:
         bar.close()
 
@@ -419,7 +420,7 @@ def evaluate_pq(
     stat = PQStat()
     shown = []
     for i, example, result in predict_dataset(
-        predict_fn, model_state, dataset, config, batch_size=batch_size, indices=range(n), progress=progress
+        predict_fn, model_state, dataset, config, batch_size=batch_size, num_images=n, progress=progress
     ):
         id_map, segments = to_coco_panoptic(result, dataset.category_ids, dataset.thing_mask)
         stat += pq_image_stats(
@@ -534,7 +535,7 @@ def evaluate_checkpoint(
     predict_fn = make_predict_fn(model.graphdef, config, model.grid, dataset.thing_mask, flip=flip, mesh=mesh)
     images, annotations = [], []
     for i, example, result in predict_dataset(
-        predict_fn, model.state, dataset, config, batch_size=eval_batch_size(config, mesh), indices=indices,
+        predict_fn, model.state, dataset, config, batch_size=eval_batch_size(config, mesh), num_images=len(indices),
         progress=progress,
     ):
         id_map, segments = to_coco_panoptic(result, dataset.category_ids, dataset.thing_mask)

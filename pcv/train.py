@@ -49,6 +49,13 @@ DEFAULT_WORKDIR = "workdir/synthetic"
 # ----------------------------------------------------------------------------
 
 
+def resolve_paths(config: ml_collections.ConfigDict) -> None:
+    """Expand ``~`` in the config's file paths (flags such as ``--config.data.data_dir=~/x`` arrive unexpanded)."""
+    for node, field in ((config.data, "data_dir"), (config.model, "pretrained")):
+        if node.get(field):
+            node[field] = os.path.expanduser(str(node[field]))
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     def need(ok, field, msg):
         if not ok:
@@ -83,6 +90,24 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     need(0 <= d["color_jitter"] < 1, "data.color_jitter", f"must be in [0, 1) (0 = off), got {d['color_jitter']}")
     need(d["num_workers"] >= 0, "data.num_workers", f"must be >= 0 (0 = in-process), got {d['num_workers']}")
     need(d["read_threads"] >= 1, "data.read_threads", f"must be >= 1, got {d['read_threads']}")
+    short_side, max_size = config.data.get("eval_short_side", 0), config.data.get("eval_max_size", 0)
+    need(short_side >= 0, "data.eval_short_side", f"must be >= 0 (0 = fit into data.image_size), got {short_side}")
+    need(
+        max_size == 0 or max_size >= short_side,
+        "data.eval_max_size",
+        f"{max_size} must be 0 (no limit) or >= data.eval_short_side ({short_side})",
+    )
+    need(
+        short_side == 0 or max_size > 0 or bool(config.data.get("eval_pad_shape", ())),
+        "data.eval_pad_shape",
+        "must be given when data.eval_max_size is 0 (no bound on the padded evaluation size)",
+    )
+    pad = tuple(config.data.get("eval_pad_shape", ()) or ())
+    need(
+        not pad or (len(pad) == 2 and all(p > 0 and p % 32 == 0 for p in pad)),
+        "data.eval_pad_shape",
+        f"{pad} must be () or (H, W), multiples of 32",
+    )
     need(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
     need(config.optimizer.schedule in ("poly", "step"), "optimizer.schedule", "must be 'poly' or 'step'")
     need(0 <= config.optimizer.warmup_steps < config.steps, "optimizer.warmup_steps", "must be in [0, steps)")
@@ -260,8 +285,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_
     ``stop_at`` behaves like a preemption at that step: save and return
     ``{"step": stop_at, "preempted": True}`` (for time-sliced jobs and tests).
     """
+    resolve_paths(config)
     validate_config(config)
-    workdir = os.path.abspath(workdir)
+    workdir = os.path.abspath(os.path.expanduser(workdir))
     os.makedirs(workdir, exist_ok=True)
     is_main = jax.process_index() == 0
     log = print if is_main else (lambda *a, **k: None)

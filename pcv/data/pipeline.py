@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import grain
 import jax
@@ -227,6 +227,8 @@ def eval_batches(
     process_index: int | None = None,
     process_count: int | None = None,
     read_threads: int = DEFAULT_READ_THREADS,
+    preprocess: Callable[[Mapping], tuple[np.ndarray, dict]] | None = None,
+    normalize: bool = True,
 ) -> Iterator[dict]:
     """Sequential fixed-shape evaluation batches of (the first ``num_images`` of) ``source``.
 
@@ -243,8 +245,12 @@ def eval_batches(
       num_images: evaluate only the first n.
       process_index, process_count: this host's share; default JAX's.
       read_threads: threads reading and resizing ahead.
+      preprocess: ``example -> (uint8 image [Hp, Wp, 3], meta)`` in place of
+        :func:`~pcv.data.transforms.eval_transform` with the arguments above
+        (which are then ignored); every image must come out ``[Hp, Wp]``.
+      normalize: False yields the uint8 images as they are.
     Yields:
-      ``images`` float32 ``[B, Hp, Wp, 3]`` normalised; ``valid`` bool
+      ``images`` float32 ``[B, Hp, Wp, 3]`` normalised (uint8 if not ``normalize``); ``valid`` bool
       ``[B]`` (False on the padding of the last batch); ``meta``: B dicts
       ``image_id``, ``original_size``, ``valid_size``; ``examples``: the B
       source examples, untouched (ground truth at the original size).
@@ -255,33 +261,36 @@ def eval_batches(
     n = len(source) if num_images is None else min(int(num_images), len(source))
     if n == 0:
         return iter(())
-    if pad_shape is None:
-        if max_size > 0:
-            pad_shape = transforms.eval_pad_shape(short_side, max_size)
-        else:
-            h, w = transforms.eval_resize_shape(np.asarray(source[0]["image"]).shape[:2], short_side, max_size)
-            pad_shape = (transforms.round_up(h), transforms.round_up(w))
-    pad_shape = tuple(int(x) for x in pad_shape)
-    if pad_shape[0] % 32 or pad_shape[1] % 32:
-        raise ValueError(f"pad_shape {pad_shape} must be multiples of 32")
+    if preprocess is None:
+        if pad_shape is None:
+            if max_size > 0:
+                pad_shape = transforms.eval_pad_shape(short_side, max_size)
+            else:
+                h, w = transforms.eval_resize_shape(np.asarray(source[0]["image"]).shape[:2], short_side, max_size)
+                pad_shape = (transforms.round_up(h), transforms.round_up(w))
+        pad_shape = tuple(int(x) for x in pad_shape)
+        if pad_shape[0] % 32 or pad_shape[1] % 32:
+            raise ValueError(f"pad_shape {pad_shape} must be multiples of 32")
+        preprocess = functools.partial(
+            transforms.eval_transform, short_side=short_side, max_size=max_size, pad_shape=pad_shape
+        )
     padded_n = -(-n // batch_size) * batch_size
-    element = functools.partial(
-        _eval_element, source=source, n=n, short_side=short_side, max_size=max_size, pad_shape=pad_shape
-    )
+    element = functools.partial(_eval_element, source=source, n=n, preprocess=preprocess)
     ds = grain.MapDataset.range(padded_n).map(element)[index::count]
-    ds = ds.batch(batch_size // count, batch_fn=_collate_eval)
+    ds = ds.batch(batch_size // count, batch_fn=functools.partial(_collate_eval, normalize=normalize))
     return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=read_threads, prefetch_buffer_size=2 * read_threads)))
 
 
-def _eval_element(i, *, source, n, short_side, max_size, pad_shape):
+def _eval_element(i, *, source, n, preprocess):
     example = source[min(int(i), n - 1)]
-    image, meta = transforms.eval_transform(example, short_side=short_side, max_size=max_size, pad_shape=pad_shape)
+    image, meta = preprocess(example)
     return {"image": image, "meta": meta, "valid": int(i) < n, "example": example}
 
 
-def _collate_eval(elements: Sequence[Mapping]) -> dict:
+def _collate_eval(elements: Sequence[Mapping], normalize: bool = True) -> dict:
+    images = np.stack([e["image"] for e in elements])
     return {
-        "images": normalize_images(np.stack([e["image"] for e in elements])),
+        "images": normalize_images(images) if normalize else images,
         "valid": np.array([e["valid"] for e in elements], bool),
         "meta": [e["meta"] for e in elements],
         "examples": [e["example"] for e in elements],

@@ -323,12 +323,22 @@ def eval_transform(
       ``meta``: ``image_id``, ``original_size`` ``(H, W)``, ``valid_size``
       ``(h, w)`` (the resized image, top-left of the padded one).
     """
+    hw = np.shape(example["image"])[:2]
+    return resize_and_pad(example, eval_resize_shape(hw, short_side, max_size), pad_shape)
+
+
+def resize_and_pad(example: Mapping, size: tuple[int, int], pad_shape: tuple[int, int]) -> tuple[np.ndarray, dict]:
+    """Resize ``example["image"]`` to ``size`` (bilinear) and pad it to ``pad_shape`` (bottom / right).
+
+    Returns the padded uint8 image ``[Hp, Wp, 3]`` and the ``meta`` of
+    :func:`eval_transform` (``image_id``, ``original_size``, ``valid_size``).
+    """
     image = np.asarray(example["image"])
     name = f"example {example.get('image_id', '?')!r}"
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"{name}: image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
     hw = image.shape[:2]
-    size = eval_resize_shape(hw, short_side, max_size)
+    size = tuple(int(x) for x in size)
     if size[0] > pad_shape[0] or size[1] > pad_shape[1]:
         raise ValueError(f"{name}: resized to {size[0]}x{size[1]}, larger than pad_shape {tuple(pad_shape)}")
     if size != hw:
