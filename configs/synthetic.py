@@ -3,14 +3,15 @@ r"""PCV on the built-in synthetic panoptic data: the default job, no download.
     python -m pcv.train                                   # this config, ./workdir/synthetic
     python -m pcv.train --config=configs/synthetic.py:smoke --workdir=/tmp/pcv_smoke
 
-The default trains the small backbone on 128x128 images and evaluates PQ on
-the validation split, printing a table like
+The default trains the small backbone on 128x128 images for 1000 steps
+(about 4.5 min on a 2-core CPU) and evaluates PQ on the 128 validation
+images, printing (BENCHMARKS.md)
 
               |     PQ     SQ     RQ     N
     --------------------------------------
-    All       |   ...
-    Things    |   ...
-    Stuff     |   ...
+    All       |   74.0   82.0   88.7     7
+    Things    |   58.3   72.2   80.3     4
+    Stuff     |   94.9   95.0   99.8     3
 
 and writes results.json, metrics.jsonl, TensorBoard events and panel.png to
 the work dir. `:smoke` runs a handful of steps on tiny images for tests.

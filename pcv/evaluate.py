@@ -31,10 +31,13 @@ The work dir alone describes the run: the trainer saves the resolved config
 (``config.json``) and the label space (``categories.json``) next to its
 checkpoints; ``--config`` overrides the saved config.
 
-Per-image preprocessing (:func:`preprocess`) and the way back to the
-original image size (:func:`to_original`) are each one small function, with
-the signatures of :func:`pcv.data.transforms.eval_transform` and
-``to_original`` of the input pipeline, so either can be swapped for it.
+Inputs follow the config (:func:`eval_geometry`): real datasets resize by
+the shorter side and pad to one shape (:func:`pcv.data.transforms.eval_transform`,
+COCO 800 / 1333 -> 1344 x 1344); the demo fits images into the training size.
+:func:`preprocess` does one image, the input pipeline's eval loader
+(:func:`pcv.data.pipeline.eval_batches`) reads ahead with it, and
+:func:`pcv.data.transforms.to_original` maps predictions back to the
+original image size with nearest neighbour.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from PIL import Image
 
 from pcv.data import transforms
 from pcv.data.batching import normalize_images
-from pcv.data.transforms import PAD_COLOR, to_original  # noqa: F401  (public here too)
+from pcv.data.transforms import to_original
 from pcv.data.panoptic import LabelSpace, example_stem, write_coco_panoptic
 from pcv.inference import InferenceConfig, flip_tta, panoptic_inference, to_coco_panoptic
 from pcv.voting import VoteGrid

@@ -12,6 +12,7 @@ from smoke_model import ROOT, train_smoke
 
 from pcv import evaluate as ev
 from pcv.data import SyntheticPanoptic
+from pcv.data.transforms import PAD_COLOR
 from pcv.evaluation import pq_compute, read_id_png
 from pcv.evaluation.pq import main as pq_main
 
@@ -141,7 +142,7 @@ def test_preprocess_fits_pads_and_maps_back():
     wide = np.zeros((50, 100, 3), np.uint8)
     padded, meta = ev.preprocess({"image": wide}, config)
     assert padded.shape == (64, 64, 3) and meta["valid_size"] == (32, 64)
-    assert (padded[32:] == ev.PAD_COLOR).all()
+    assert (padded[32:] == PAD_COLOR).all()
     # A map at the padded size: columns numbered, the padding -1; back at 50 x 100, no padding leaks.
     ids = np.where(np.arange(64)[:, None] < 32, np.arange(64)[None, :], -1)
     back = ev.to_original(ids, meta)
