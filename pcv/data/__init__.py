@@ -35,13 +35,21 @@ from pcv.data.batching import (
     normalize_images,
 )
 from pcv.data.coco_panoptic import COCOPanoptic, PanopticDataError, cityscapes, coco2017, custom
-from pcv.data.panoptic import LabelSpace, as_label_space, gt_for_pq, segments_from_ids, write_coco_panoptic
+from pcv.data.panoptic import (
+    LabelSpace,
+    PanopticSource,
+    as_label_space,
+    gt_for_pq,
+    segments_from_ids,
+    write_coco_panoptic,
+)
 from pcv.data.synthetic import CATEGORIES, SyntheticConfig, SyntheticPanoptic, draw_scene
 
 __all__ = [
     "CATEGORIES",
     "COCOPanoptic",
     "PanopticDataError",
+    "PanopticSource",
     "PreparedPanoptic",
     "prepare_panoptic",
     "cityscapes",

@@ -56,7 +56,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pcv.data.panoptic import LabelSpace, segments_from_ids
+from pcv.data.panoptic import LabelSpace, PanopticSource, segments_from_ids
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def check_categories(categories, where: str) -> list[dict]:
     return out
 
 
-class COCOPanoptic:
+class COCOPanoptic(PanopticSource):
     """Random access over a COCO-format panoptic dataset (module docstring).
 
     Args:
@@ -301,19 +301,6 @@ class COCOPanoptic:
     # -- protocol ---------------------------------------------------------------
 
     @property
-    def category_ids(self) -> tuple[int, ...]:
-        """The dataset category id of each train id."""
-        return self.label_space.category_ids
-
-    @property
-    def thing_mask(self) -> np.ndarray:
-        return self.label_space.thing_mask
-
-    @property
-    def num_classes(self) -> int:
-        return self.label_space.num_classes
-
-    @property
     def num_skipped(self) -> int:
         return len(self.skipped)
 
@@ -322,7 +309,7 @@ class COCOPanoptic:
 
     def __getitem__(self, index: int) -> dict:
         """Example ``index`` (module docstring); raises :class:`PanopticDataError` on bad files."""
-        return decode_record(self.read_record(self._check_index(index)))
+        return decode_record(self.read_record(self._position(index)))
 
     def __repr__(self) -> str:
         return (f"COCOPanoptic(split={self.split!r}, {len(self)} examples, {self.num_classes} classes, "
@@ -340,7 +327,7 @@ class COCOPanoptic:
         checked, or filled in where the JSON leaves them out). Both files are
         decoded once to validate them (module docstring).
         """
-        rec = self._records[self._check_index(index)]
+        rec = self._records[self._position(index)]
         image_bytes = self._read(self.image_store, rec["image_path"], rec)
         panoptic_bytes = self._read(self.png_store, rec["panoptic_file_name"], rec)
         image = _decode_image(image_bytes, self.image_store.where(rec["image_path"]))
@@ -370,14 +357,6 @@ class COCOPanoptic:
                 self._skip(self.png_store.where(rec["panoptic_file_name"]), str(e))
 
     # -- internals ----------------------------------------------------------------
-
-    def _check_index(self, index) -> int:
-        index = int(index)  # grain passes numpy ints
-        if index < 0:
-            index += len(self._records)
-        if not 0 <= index < len(self._records):
-            raise IndexError(f"index {index} out of range for {self!r}")
-        return index
 
     def _read(self, store, name: str, rec: Mapping) -> bytes:
         try:

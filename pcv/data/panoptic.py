@@ -109,6 +109,41 @@ class LabelSpace:
         return hash(tuple((c["id"], bool(c["isthing"])) for c in self.categories))
 
 
+class PanopticSource:
+    """The random-access source protocol every pcv data source follows.
+
+    A subclass sets ``label_space`` (a :class:`LabelSpace`) and implements
+    ``__len__`` and ``__getitem__`` (an example, module docstring); this base
+    derives ``category_ids``, ``thing_mask`` and ``num_classes`` from the label
+    space and gives :meth:`_position`, the index check every source shares.
+    """
+
+    label_space: LabelSpace
+
+    @property
+    def category_ids(self) -> tuple[int, ...]:
+        """The dataset category id of each train id."""
+        return self.label_space.category_ids
+
+    @property
+    def thing_mask(self) -> np.ndarray:
+        """bool ``[C]`` by train id."""
+        return self.label_space.thing_mask
+
+    @property
+    def num_classes(self) -> int:
+        return self.label_space.num_classes
+
+    def _position(self, index) -> int:
+        """``index`` (numpy ints too, as grain passes them; negative from the end) -> 0..len-1."""
+        index, n = int(index), len(self)
+        if index < 0:
+            index += n
+        if not 0 <= index < n:
+            raise IndexError(f"index {index} out of range for {self!r} ({n} examples)")
+        return index
+
+
 def as_label_space(label_space) -> LabelSpace:
     """A :class:`LabelSpace` as is, or one built from COCO category dicts."""
     if isinstance(label_space, LabelSpace):

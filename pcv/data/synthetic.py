@@ -55,7 +55,7 @@ import zlib
 
 import numpy as np
 
-from pcv.data.panoptic import LabelSpace
+from pcv.data.panoptic import LabelSpace, PanopticSource
 
 CATEGORIES: tuple[dict, ...] = (
     {"id": 1, "name": "disc", "isthing": 1, "color": [225, 45, 45], "supercategory": "shape"},
@@ -121,7 +121,7 @@ def example_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(split.encode("utf-8")), int(index)])
 
 
-class SyntheticPanoptic:
+class SyntheticPanoptic(PanopticSource):
     """Random-access synthetic panoptic split (grain ``RandomAccessDataSource``).
 
     Args:
@@ -173,32 +173,14 @@ class SyntheticPanoptic:
         return [dict(c) for c in LABEL_SPACE.categories]
 
     @property
-    def thing_mask(self) -> np.ndarray:
-        """bool ``[C]`` by train id."""
-        return LABEL_SPACE.thing_mask
-
-    @property
     def train_id_of_category(self) -> dict[int, int]:
         return dict(LABEL_SPACE.train_id_of_category)
-
-    @property
-    def category_ids(self) -> tuple[int, ...]:
-        """The category id of each train id."""
-        return LABEL_SPACE.category_ids
-
-    @property
-    def num_classes(self) -> int:
-        return LABEL_SPACE.num_classes
 
     def __len__(self) -> int:
         return self.num_examples
 
     def __getitem__(self, index: int) -> dict:
-        index = int(index)  # grain passes numpy ints
-        if index < 0:
-            index += self.num_examples
-        if not 0 <= index < self.num_examples:
-            raise IndexError(f"index {index} out of range for {self!r}")
+        index = self._position(index)
         rng = example_rng(self.seed, self.split, index)
         image, segment_ids, segments_info = draw_scene(rng, self.size, self.config)
         return {"image": image, "segment_ids": segment_ids, "segments_info": segments_info, "image_id": index}

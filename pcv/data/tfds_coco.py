@@ -30,7 +30,7 @@ import numpy as np
 
 from pcv.data.coco_categories import COCO_PANOPTIC_CATEGORIES
 from pcv.data.coco_panoptic import PanopticDataError, check_example
-from pcv.data.panoptic import LabelSpace
+from pcv.data.panoptic import LabelSpace, PanopticSource
 
 NAME = "coco/2017_panoptic"
 
@@ -78,7 +78,7 @@ def official_to_example(record: Mapping, categories: Sequence[Mapping] = COCO_PA
     }
 
 
-class OfficialCocoPanoptic:
+class OfficialCocoPanoptic(PanopticSource):
     """Random access over a split (``"train"``, ``"validation"``) of the official
     tfds ``coco/2017_panoptic``; the source protocol of pcv (module docstring)."""
 
@@ -120,25 +120,8 @@ class OfficialCocoPanoptic:
         state["_source"] = None
         return state
 
-    @property
-    def category_ids(self) -> tuple[int, ...]:
-        return self.label_space.category_ids
-
-    @property
-    def thing_mask(self) -> np.ndarray:
-        return self.label_space.thing_mask
-
-    @property
-    def num_classes(self) -> int:
-        return self.label_space.num_classes
-
     def __len__(self) -> int:
         return self._length
 
     def __getitem__(self, index: int) -> dict:
-        index = int(index)
-        if index < 0:
-            index += self._length
-        if not 0 <= index < self._length:
-            raise IndexError(f"index {index} out of range for {NAME} {self.split} ({self._length} examples)")
-        return official_to_example(self._open()[index], self.categories)
+        return official_to_example(self._open()[self._position(index)], self.categories)

@@ -54,7 +54,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from pcv.data.coco_panoptic import COCOPanoptic, PanopticDataError, check_categories, decode_record
-from pcv.data.panoptic import LabelSpace
+from pcv.data.panoptic import LabelSpace, PanopticSource
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def find_prepared(path: str | os.PathLike, dataset: str | None = None) -> Path:
     raise FileNotFoundError(f"no prepared dataset at {root} (looked for {wanted}); run python -m pcv.data.prepare")
 
 
-class PreparedPanoptic:
+class PreparedPanoptic(PanopticSource):
     """Random access over one split of a prepared dataset; the source protocol.
 
     Args:
@@ -292,28 +292,11 @@ class PreparedPanoptic:
         state["_source"] = None
         return state
 
-    @property
-    def category_ids(self) -> tuple[int, ...]:
-        return self.label_space.category_ids
-
-    @property
-    def thing_mask(self) -> np.ndarray:
-        return self.label_space.thing_mask
-
-    @property
-    def num_classes(self) -> int:
-        return self.label_space.num_classes
-
     def __len__(self) -> int:
         return self._length
 
     def __getitem__(self, index: int) -> dict:
-        index = int(index)
-        if index < 0:
-            index += self._length
-        if not 0 <= index < self._length:
-            raise IndexError(f"index {index} out of range for {self!r}")
-        return decode_record(stored_to_record(self._open()[index]))
+        return decode_record(stored_to_record(self._open()[self._position(index)]))
 
     def __repr__(self) -> str:
         return f"PreparedPanoptic({str(self.path)!r}, split={self.split!r}, {self._length} examples)"
