@@ -8,7 +8,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from smoke_model import ROOT, train_smoke
+from smoke_model import ROOT
 
 from pcv import evaluate as ev
 from pcv.data import SyntheticPanoptic
@@ -22,10 +22,8 @@ def quiet(*args, **kwargs):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("smoke")
-    train_smoke(workdir)
-    return workdir
+def run(smoke_workdir):
+    return smoke_workdir
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from smoke_model import ROOT, SAMPLE, train_smoke
+from smoke_model import ROOT, SAMPLE
 
 from pcv import evaluate as ev
 from pcv import predict
@@ -17,10 +17,8 @@ IMAGES = SAMPLE / "images"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("smoke")
-    train_smoke(workdir)
-    return workdir
+def run(smoke_workdir):
+    return smoke_workdir
 
 
 @pytest.fixture(scope="module")

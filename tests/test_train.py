@@ -1,6 +1,5 @@
 """The trainer end to end on the smoke config (fake devices, CPU)."""
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -12,22 +11,9 @@ import orbax.checkpoint as ocp
 import pytest
 
 from pcv import train
+from smoke_model import smoke_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def smoke_config(**overrides):
-    spec = importlib.util.spec_from_file_location("synthetic_config", ROOT / "configs" / "synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("smoke")
-    for key, value in overrides.items():
-        node = config
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return config
 
 
 def load_params(workdir, step=None):
