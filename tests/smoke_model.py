@@ -7,7 +7,6 @@ import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT.parent / "shared" / "data" / "coco_panoptic_sample"
 
 
 def smoke_config(**overrides):

@@ -22,9 +22,7 @@ from pcv.data.coco_panoptic import (
 )
 from pcv.evaluation.pq import id2rgb, rgb2id
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_panoptic_sample"
-if not SAMPLE.is_dir():
-    SAMPLE = Path("/work/shared/data/coco_panoptic_sample")
+from shared_data import SAMPLE  # noqa: E402
 
 
 def load_json():

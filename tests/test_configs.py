@@ -13,7 +13,7 @@ from pcv.data.tfds_panoptic import prepare_panoptic
 from pcv.voting import DEFAULT_GRID, VoteGrid
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_panoptic_sample"
+from shared_data import SAMPLE  # noqa: E402
 
 
 def load_config(name, arg=None):

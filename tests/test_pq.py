@@ -32,7 +32,7 @@ from pcv.evaluation import (
 from pcv.evaluation import pq as pq_module
 
 REPO = Path(__file__).parents[1]
-SAMPLE = Path(__file__).parents[1].parent / "shared" / "data" / "coco_panoptic_sample"
+from shared_data import SAMPLE  # noqa: E402
 SAMPLE_JSON = SAMPLE / "panoptic.json"
 
 needs_sample = pytest.mark.skipif(not SAMPLE_JSON.exists(), reason=f"COCO sample not found at {SAMPLE}")

@@ -7,7 +7,8 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-from smoke_model import ROOT, SAMPLE
+from shared_data import SAMPLE
+from smoke_model import ROOT
 
 from pcv import evaluate as ev
 from pcv import predict

@@ -4,7 +4,6 @@ import functools
 import json
 import pickle
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,7 +32,7 @@ from pcv.evaluation import PQStat, id2rgb, pq_compute, pq_image_stats, read_id_p
 from pcv.targets import downsample_ids, make_targets
 from pcv.voting import SMALL_GRID, VoteGrid
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_panoptic_sample"
+from shared_data import SAMPLE  # noqa: E402
 GRID = VoteGrid(((1, 1), (3, 2)))  # K = 33 bins, a 15 x 15 field
 
 

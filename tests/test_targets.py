@@ -1,7 +1,6 @@
 """Targets against a direct per-pixel computation, on made-up and real COCO labels."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +9,7 @@ from PIL import Image
 from pcv.targets import downsample_ids, make_targets, resize_nearest
 from pcv.voting import DEFAULT_GRID, SMALL_GRID
 
-SAMPLE = Path(__file__).resolve().parents[2] / "shared" / "data" / "coco_panoptic_sample"
+from shared_data import SAMPLE  # noqa: E402
 
 
 def direct_targets(ids, segments, grid, centroid, power):

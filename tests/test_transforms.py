@@ -13,7 +13,7 @@ from pcv.data.panoptic import LabelSpace
 from pcv.targets import resize_nearest
 from pcv.voting import VoteGrid
 
-COCO_SAMPLE = Path("/work/shared/data/coco_panoptic_sample")
+from shared_data import SAMPLE as COCO_SAMPLE  # noqa: E402
 CATS = [
     {"id": 1, "name": "thing", "isthing": 1},
     {"id": 2, "name": "stuff", "isthing": 0},
