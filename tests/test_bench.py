@@ -15,7 +15,8 @@ def test_bench_voting_tiny(tmp_path, capsys):
     assert len(whats) == 4 and any("shift" in w for w in whats) and any("inference" in w for w in whats)
     for r in data["rows"]:
         assert 0 < r["min_ms"] <= r["ms"] and r["read_ms"] > 0
-        assert r["x_read"] == pytest.approx(r["ms"] / r["read_ms"], rel=0.01)
+        # ms are rounded to 1 us in the JSON: at tiny sizes that alone moves the ratio by ~1 %.
+        assert r["x_read"] == pytest.approx(r["ms"] / r["read_ms"], rel=0.03, abs=0.01)
     assert data["environment"]["backend"] == "cpu"
     assert "x read" in capsys.readouterr().out
 
