@@ -322,16 +322,18 @@ def make_predict_fn(graphdef, config, grid: VoteGrid, thing_mask, *, flip: bool 
             return flip_tta(m, images, grid)
         return m(images)
 
+    infer_fn = lambda s, v, hw: panoptic_inference(s, v, grid, thing_mask, infer_config, output_size=hw)  # noqa: E731
     if mesh is not None:
         data, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
         forward_jit = jax.jit(forward, in_shardings=(replicated, data))
+        # Inference runs sharded on the batch; its (small) result is gathered to
+        # every device, so each host can read all of it, also when the mesh
+        # spans several hosts (every host then passes the same images).
+        infer = jax.jit(infer_fn, static_argnums=2, out_shardings=replicated)
     else:
         data = None
         forward_jit = jax.jit(forward)
-    infer = jax.jit(
-        lambda s, v, hw: panoptic_inference(s, v, grid, thing_mask, infer_config, output_size=hw),
-        static_argnums=2,
-    )
+        infer = jax.jit(infer_fn, static_argnums=2)
 
     def predict(model_state, images):
         images = np.asarray(images)
