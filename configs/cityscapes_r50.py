@@ -37,23 +37,15 @@ Cityscapes schedule); training crops 512 x 1024 after a random scale of
 size, one shape (1024 x 2048); stuff segments under 2048 pixels are void.
 """
 
-import importlib.util
 import pathlib
 
 import ml_collections
 
-
-def base_config() -> ml_collections.ConfigDict:
-    """configs/coco_r50.py's fields (loaded by path: configs/ is not a package)."""
-    path = pathlib.Path(__file__).with_name("coco_r50.py")
-    spec = importlib.util.spec_from_file_location("pcv_configs_coco_r50", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from pcv.config_files import load_config_file
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = base_config()
+    c = load_config_file(pathlib.Path(__file__).with_name("coco_r50.py"))
     c.data.image_size = (512, 1024)
     c.data.crop_size = (512, 1024)
     c.data.scale_range = (0.5, 2.0)

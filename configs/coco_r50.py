@@ -44,23 +44,15 @@ shorter side of 800, random flips; evaluation at shorter side 800 / longer
 at most 1333, padded to 1344 x 1344.
 """
 
-import importlib.util
 import pathlib
 
 import ml_collections
 
-
-def base_config() -> ml_collections.ConfigDict:
-    """configs/synthetic.py's fields (loaded by path: configs/ is not a package)."""
-    path = pathlib.Path(__file__).with_name("synthetic.py")
-    spec = importlib.util.spec_from_file_location("pcv_configs_synthetic", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from pcv.config_files import load_config_file
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = base_config()
+    c = load_config_file(pathlib.Path(__file__).with_name("synthetic.py"))
 
     c.data.name = "panoptic"
     c.data.data_dir = ""  # required: the prepared dataset (python -m pcv.data.prepare)

@@ -39,24 +39,16 @@ Recipe (from raw files to PQ):
    exports COCO-format predictions with your category ids.
 """
 
-import importlib.util
 import pathlib
 
 import ml_collections
 
-
-def base_config() -> ml_collections.ConfigDict:
-    """configs/coco_r50.py's fields (loaded by path: configs/ is not a package)."""
-    path = pathlib.Path(__file__).with_name("coco_r50.py")
-    spec = importlib.util.spec_from_file_location("pcv_configs_coco_r50", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+from pcv.config_files import load_config_file
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     """``arg``: the prepared dataset directory (or set ``config.data.data_dir``)."""
-    c = base_config()
+    c = load_config_file(pathlib.Path(__file__).with_name("coco_r50.py"))
     c.data.data_dir = str(pathlib.Path(arg).expanduser()) if arg else ""
     c.data.image_size = (512, 512)
     c.data.crop_size = (512, 512)

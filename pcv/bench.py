@@ -142,17 +142,13 @@ def bench_train(backbone: str, size: int, batch: int, repeats: int, dtype: str) 
     COCO-like heads: 133 classes, the default grid (K = 233), inputs
     ``size x size``; batch statistics over the batch, SGD with momentum.
     """
-    import importlib.util
-
     from flax import nnx
 
     from pcv import train
+    from pcv.config_files import load_config_file
     from pcv.models import PCVNet
 
-    spec = importlib.util.spec_from_file_location("synthetic_config", train.DEFAULT_CONFIG)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = load_config_file(train.DEFAULT_CONFIG)
     config.model.backbone, config.model.fpn_channels, config.model.fusion_channels = backbone, 256, 128
     grid = DEFAULT_GRID
     model = PCVNet(

@@ -453,7 +453,7 @@ def main(argv=None) -> int:
         maybe_initialize_distributed()
         try:
             train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-        except (ValueError, FloatingPointError) as e:
+        except (ValueError, FloatingPointError, FileNotFoundError) as e:  # bad config, data or weights
             print(f"error: {e}", file=sys.stderr)
             sys.exit(1)
 

@@ -3,18 +3,16 @@
 Not a test module: ``from smoke_model import smoke_config, train_smoke``.
 """
 
-import importlib.util
 from pathlib import Path
+
+from pcv.config_files import CONFIG_DIR, load_config_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def smoke_config(**overrides):
     """configs/synthetic.py:smoke with dotted-key overrides, e.g. ``{"data.num_val": 4}``."""
-    spec = importlib.util.spec_from_file_location("synthetic_config", ROOT / "configs" / "synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config("smoke")
+    config = load_config_file(CONFIG_DIR / "synthetic.py", "smoke")
     for key, value in overrides.items():
         node = config
         *path, last = key.split(".")

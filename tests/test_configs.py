@@ -1,26 +1,21 @@
 """The shipped configs: they load and validate, and the custom recipe runs end to end on real COCO files."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from pcv import evaluate, train
+from pcv.config_files import CONFIG_DIR, load_config_file
 from pcv.data.coco_panoptic import custom
 from pcv.data.tfds_panoptic import prepare_panoptic
 from pcv.voting import DEFAULT_GRID, VoteGrid
 
-ROOT = Path(__file__).resolve().parents[1]
 from shared_data import SAMPLE  # noqa: E402
 
 
 def load_config(name, arg=None):
-    spec = importlib.util.spec_from_file_location(f"config_{name}", ROOT / "configs" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config_file(CONFIG_DIR / f"{name}.py", arg)
 
 
 @pytest.mark.parametrize("name", ["synthetic", "coco_r50", "cityscapes_r50", "custom"])
@@ -95,3 +90,11 @@ def test_custom_recipe_end_to_end(tmp_path):
     sizes = {(im["height"], im["width"]) for im in predictions["images"]}
     gt_sizes = {(im["height"], im["width"]) for im in json.loads((SAMPLE / "panoptic.json").read_text())["images"]}
     assert sizes == gt_sizes  # predictions are mapped back to the original image sizes
+
+
+def test_load_config_file_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.py"):
+        load_config_file(tmp_path / "nope.py")
+    (tmp_path / "empty.py").write_text("x = 1\n")
+    with pytest.raises(ValueError, match="empty.py has no get_config"):
+        load_config_file(tmp_path / "empty.py")

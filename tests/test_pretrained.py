@@ -7,12 +7,10 @@ against torchvision's own ResNet-50.
 """
 
 import functools
-import importlib.util
 import json
 import math
 import struct
 import sys
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -20,6 +18,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from pcv.config_files import CONFIG_DIR, load_config_file
 from pcv.models import Frozen, PCVNet, build_backbone, torchvision_key
 from pcv.models.pretrained import (
     CorruptFileError,
@@ -36,14 +35,10 @@ from pcv.models.pretrained import (
 from pcv.models.resnet import max_pool_3x3_s2
 
 C, K = 5, 17
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def synthetic_config(arg):
-    spec = importlib.util.spec_from_file_location("synthetic_config", ROOT / "configs" / "synthetic.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(arg)
+    return load_config_file(CONFIG_DIR / "synthetic.py", arg)
 
 # --- torchvision-layout weights, made here --------------------------------------
 
