@@ -5,7 +5,7 @@
 
 ``pipeline`` times the training input pipeline of one host at COCO settings
 (:mod:`pcv.data.pipeline`): decode a JPEG and a panoptic PNG of a COCO-sized
-image (the shared COCO sample's two images repeated, else synthetic 640 x 480
+image (``--coco-sample DIR``: a sample's images repeated, else synthetic 640 x 480
 files encoded here), random scale 0.5-2.0 of shorter side ``--base-size``
 (800), crop ``--image-size`` (512) padded, flip, targets with the default
 grid (K = 233) at stride 4, batches of ``--batch`` (8); with ``--workers``
@@ -217,25 +217,27 @@ class EncodedPanoptic:
         return {"image": image, "segment_ids": ids, "segments_info": info, "image_id": int(i)}
 
 
-COCO_SAMPLE = "/work/shared/data/coco_panoptic_sample"
+def coco_like_files(source_size: tuple[int, int] | None, coco_sample: str | None = None):
+    """``(files, categories, description)``: a COCO panoptic sample folder, or synthetic files of ``source_size``.
 
-
-def coco_like_files(source_size: tuple[int, int] | None):
-    """``(files, categories, description)``: the shared COCO sample, or synthetic files of ``source_size``."""
+    ``coco_sample`` is a folder with ``panoptic.json``, ``panoptic/`` and
+    ``images/`` (like the tests' sample); without one (or with
+    ``source_size``) synthetic 640 x 480 files are encoded here.
+    """
     import io
     import os
 
     from PIL import Image
 
-    if source_size is None and os.path.exists(os.path.join(COCO_SAMPLE, "panoptic.json")):
-        with open(os.path.join(COCO_SAMPLE, "panoptic.json")) as f:
+    if source_size is None and coco_sample and os.path.exists(os.path.join(coco_sample, "panoptic.json")):
+        with open(os.path.join(coco_sample, "panoptic.json")) as f:
             gt = json.load(f)
         files = []
         for ann in gt["annotations"]:
             stem = os.path.splitext(ann["file_name"])[0]
-            with open(os.path.join(COCO_SAMPLE, "images", stem + ".jpg"), "rb") as f:
+            with open(os.path.join(coco_sample, "images", stem + ".jpg"), "rb") as f:
                 jpeg = f.read()
-            with open(os.path.join(COCO_SAMPLE, "panoptic", ann["file_name"]), "rb") as f:
+            with open(os.path.join(coco_sample, "panoptic", ann["file_name"]), "rb") as f:
                 png = f.read()
             files.append((jpeg, png, ann["segments_info"]))
         sizes = ", ".join(f"{im['height']}x{im['width']}" for im in gt["images"])
@@ -256,12 +258,12 @@ def coco_like_files(source_size: tuple[int, int] | None):
 
 
 def bench_pipeline(
-    crop: int, base_size: int, batch: int, repeats: int, workers: list[int], source_size=None
+    crop: int, base_size: int, batch: int, repeats: int, workers: list[int], source_size=None, coco_sample=None
 ) -> list[dict]:
     """Images per second of this host's training input pipeline (module docstring)."""
     from pcv.data import pipeline
 
-    files, categories, what = coco_like_files(source_size)
+    files, categories, what = coco_like_files(source_size, coco_sample)
     source = EncodedPanoptic(files, categories, length=10_000)
     print(f"  source: {what}, crop {crop}x{crop}, scale 0.5-2.0 of shorter side {base_size}, K={DEFAULT_GRID.num_bins}")
     rows = []
@@ -333,6 +335,7 @@ def main(argv=None) -> int:
     parser.add_argument("--base-size", type=int, default=800, help="pipeline suite: shorter side at scale 1")
     parser.add_argument("--workers", default="0,1,2", help="pipeline suite: comma-separated worker counts")
     parser.add_argument("--source-size", default=None, help="pipeline suite: HxW synthetic files instead of the sample")
+    parser.add_argument("--coco-sample", default=None, help="pipeline suite: a COCO panoptic sample folder to read")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="train suite")
     args = parser.parse_args(argv)
     sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
@@ -346,7 +349,9 @@ def main(argv=None) -> int:
     elif args.suite == "pipeline":
         source_size = tuple(int(x) for x in args.source_size.split("x")) if args.source_size else None
         workers = [int(w) for w in args.workers.split(",") if w.strip()]
-        rows = bench_pipeline(args.image_size, args.base_size, args.batch or 8, args.repeats, workers, source_size)
+        rows = bench_pipeline(
+            args.image_size, args.base_size, args.batch or 8, args.repeats, workers, source_size, args.coco_sample
+        )
     else:
         rows = bench_voting(sizes, args.repeats)
     if args.json:

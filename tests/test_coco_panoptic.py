@@ -24,6 +24,8 @@ from pcv.evaluation.pq import id2rgb, rgb2id
 
 from shared_data import SAMPLE  # noqa: E402
 
+pytestmark = pytest.mark.photos  # reads the sample photographs (real or stand-in)
+
 
 def load_json():
     with open(SAMPLE / "panoptic.json") as f:

@@ -55,6 +55,7 @@ def test_bad_eval_fields_are_named():
         train.validate_config(config)
 
 
+@pytest.mark.photos
 def test_custom_recipe_end_to_end(tmp_path):
     """Prepare the real COCO sample, train the custom config a few steps, evaluate the checkpoint."""
     source = lambda split: custom(SAMPLE / "panoptic.json", SAMPLE / "panoptic", SAMPLE / "images", split=split)  # noqa: E731

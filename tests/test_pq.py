@@ -35,7 +35,6 @@ REPO = Path(__file__).parents[1]
 from shared_data import SAMPLE  # noqa: E402
 SAMPLE_JSON = SAMPLE / "panoptic.json"
 
-needs_sample = pytest.mark.skipif(not SAMPLE_JSON.exists(), reason=f"COCO sample not found at {SAMPLE}")
 
 # Tiny cases: two thing categories and one stuff category.
 CATS = [
@@ -194,7 +193,6 @@ def test_id2rgb_round_trip():
 # ----------------------------------------------------------------------------
 
 
-@needs_sample
 def test_sample_gt_against_itself_is_perfect():
     data = json.loads(SAMPLE_JSON.read_text())
     isthing = {c["id"]: c["isthing"] for c in data["categories"]}
@@ -219,7 +217,6 @@ def test_sample_gt_against_itself_is_perfect():
     json.dumps(result)
 
 
-@needs_sample
 def test_sample_perturbed_against_reference(tmp_path):
     data, maps = load_sample()
     cats = data["categories"]
@@ -578,7 +575,6 @@ def test_input_error_is_a_value_error():
 # ----------------------------------------------------------------------------
 
 
-@needs_sample
 def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "result.json"
     rc = pq_module.main(["--gt-json", str(SAMPLE_JSON), "--pred-json", str(SAMPLE_JSON), "--output", str(out)])

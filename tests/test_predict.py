@@ -14,6 +14,8 @@ from pcv import evaluate as ev
 from pcv import predict
 from pcv.evaluation import read_id_png
 
+pytestmark = pytest.mark.photos  # reads the sample photographs (real or stand-in)
+
 IMAGES = SAMPLE / "images"
 
 

@@ -26,6 +26,8 @@ from test_coco_panoptic import (
     write_tiny,
 )
 
+pytestmark = pytest.mark.photos  # reads the sample photographs (real or stand-in)
+
 
 def sample_args(split="val", root=SAMPLE):
     return [f"--{split}_json={root}/panoptic.json", f"--{split}_png_dir={root}/panoptic",
@@ -164,7 +166,7 @@ def test_official_bad_label_and_area():
 
 
 def test_official_tfds_read_needs_tensorflow():
-    pytest.importorskip("tensorflow")
+    pytest.importorskip("tensorflow", reason="needs TensorFlow (not a pcv dependency): pip install tensorflow")
     import tensorflow_datasets as tfds
 
     from pcv.data.tfds_coco import OfficialCocoPanoptic

@@ -444,8 +444,8 @@ def test_safetensors_bf16_reads_as_float32(tmp_path):
 
 def test_files_of_the_safetensors_library(tmp_path):
     """Interop with the reference implementation (Hugging Face's safetensors), where installed."""
-    st = pytest.importorskip("safetensors.numpy")
-    torch = pytest.importorskip("torch")
+    st = pytest.importorskip("safetensors.numpy", reason="needs the safetensors package: pip install safetensors")
+    torch = pytest.importorskip("torch", reason="needs torch (a CPU build is enough): pip install torch")
     from safetensors.torch import save_file as torch_save_file
 
     rng = np.random.default_rng(0)
@@ -554,7 +554,7 @@ def test_torch_file_without_torch_says_what_to_do(tmp_path, monkeypatch):
 
 
 def test_torch_state_dict_files(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="needs torch (a CPU build is enough): pip install torch")
     sd = {
         "conv1.weight": torch.randn(4, 3, 7, 7),
         "bn1.num_batches_tracked": torch.tensor(5),
@@ -588,7 +588,7 @@ def test_torch_state_dict_files(tmp_path):
 
 
 def test_pth_of_resnet50_loads_like_the_dict(tmp_path, r50_weights):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="needs torch (a CPU build is enough): pip install torch")
     torch.save({k: torch.from_numpy(v) for k, v in r50_weights.items()}, tmp_path / "r50.pth")
     backbone = abstract_backbone("resnet50", "frozen")
     report = load_backbone(backbone, tmp_path / "r50.pth")
@@ -599,7 +599,7 @@ def test_pth_of_resnet50_loads_like_the_dict(tmp_path, r50_weights):
 def test_torch_ops_resnet50_matches(r50_weights, r50_case):
     """PyTorch's own conv / batch_norm / max_pool (padding, stride, eps conventions) on the
     same weights agree with the numpy reference, so the reference is PyTorch's ResNet."""
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="needs torch (a CPU build is enough): pip install torch")
     F = torch.nn.functional
     p = {k: torch.from_numpy(v).double() for k, v in r50_weights.items() if v.ndim}
 
@@ -631,8 +631,8 @@ def test_torch_ops_resnet50_matches(r50_weights, r50_case):
 
 def test_torchvision_resnet50_features_match(tmp_path):
     """torchvision's own ResNet-50 (random init, randomised BN statistics) against the Flax one."""
-    torch = pytest.importorskip("torch")
-    torchvision = pytest.importorskip("torchvision")
+    torch = pytest.importorskip("torch", reason="needs torch (a CPU build is enough): pip install torch")
+    torchvision = pytest.importorskip("torchvision", reason="needs torchvision: pip install torchvision")
     torch.manual_seed(0)
     net = torchvision.models.resnet50()
     with torch.no_grad():

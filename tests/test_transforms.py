@@ -237,7 +237,7 @@ def load_coco_sample():
     return examples, gt["categories"]
 
 
-@pytest.mark.skipif(not COCO_SAMPLE.exists(), reason="shared COCO sample not present")
+@pytest.mark.photos
 def test_coco_sample_training_transform_and_targets():
     examples, categories = load_coco_sample()
     grid = VoteGrid(((1, 1), (3, 4), (9, 3), (27, 3)))
