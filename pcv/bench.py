@@ -1,13 +1,13 @@
-"""Benchmarks: ``python -m pcv.bench [voting|train|pipeline] [--sizes coco,cityscapes] [--repeats N]``.
+"""Benchmarks: ``python -m pcv.bench [voting|train|pipeline] [--sizes=coco,cityscapes] [--repeats=N]``.
 
-``train`` times one jitted training step (``--backbone resnet50 --image-size
-512 --batch 2``) and reports images per second.
+``train`` times one jitted training step (``--backbone=resnet50 --image_size=512
+--batch=2``) and reports images per second.
 
 ``pipeline`` times the training input pipeline of one host at COCO settings
 (:mod:`pcv.data.pipeline`): decode a JPEG and a panoptic PNG of a COCO-sized
-image (``--coco-sample DIR``: a sample's images repeated, else synthetic 640 x 480
-files encoded here), random scale 0.5-2.0 of shorter side ``--base-size``
-(800), crop ``--image-size`` (512) padded, flip, targets with the default
+image (``--coco_sample=DIR``: a sample's images repeated, else synthetic 640 x 480
+files encoded here), random scale 0.5-2.0 of shorter side ``--base_size``
+(800), crop ``--image_size`` (512) padded, flip, targets with the default
 grid (K = 233) at stride 4, batches of ``--batch`` (8); with ``--workers``
 worker processes (0 = in-process, with 1 and 2 read threads), against the
 floor of only decoding the files on one core. Rows give images per second.
@@ -28,7 +28,6 @@ the physical floor of a job that must look at every input value once.
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
@@ -101,7 +100,7 @@ def bench_voting(sizes, repeats: int) -> list[dict]:
         thing_mask = tuple(i < num_things for i in range(num_classes))
         read = jax.jit(lambda a: a.sum())
 
-        def row(what, fn, args, floor_args, repeats=repeats):
+        def row(what, fn, args, floor_args, repeats=repeats, name=name, h=h, w=w, read=read):
             ms, ms_min = time_fn(fn, *args, repeats=repeats)
             floor, floor_min = time_fn(read, floor_args, repeats=repeats)
             rows.append(
@@ -128,7 +127,9 @@ def bench_voting(sizes, repeats: int) -> list[dict]:
         bp = jax.jit(lambda b, bx: backproject(b, bx, grid))
         row("backproject 20 boxes", bp, (vote_bins, boxes), vote_bins)
         infer = jax.jit(
-            lambda s, v: panoptic_inference(s, v, grid, thing_mask, InferenceConfig(), output_size=(4 * h, 4 * w))
+            lambda s, v, tm=thing_mask, hw=(4 * h, 4 * w): panoptic_inference(
+                s, v, grid, tm, InferenceConfig(), output_size=hw
+            )
         )
         # The floor of inference is one read of both logit maps.
         both = jnp.concatenate([sem.reshape(-1), votes.reshape(-1)])
@@ -142,29 +143,28 @@ def bench_train(backbone: str, size: int, batch: int, repeats: int, dtype: str) 
     COCO-like heads: 133 classes, the default grid (K = 233), inputs
     ``size x size``; batch statistics over the batch, SGD with momentum.
     """
-    from flax import nnx
+    from pcv import config as config_lib
+    from pcv.state import create_train_state
+    from pcv.train import make_train_step
 
-    from pcv import train
-    from pcv.config_files import load_config_file
-    from pcv.models import PCVNet
-
-    config = load_config_file(train.DEFAULT_CONFIG)
-    config.model.backbone, config.model.fpn_channels, config.model.fusion_channels = backbone, 256, 128
-    grid = DEFAULT_GRID
-    model = PCVNet(
-        133, grid.num_bins, backbone=backbone, dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32,
-        rngs=nnx.Rngs(0),
+    config = config_lib.replace(
+        config_lib.Config(),
+        **{
+            "model.backbone": backbone,
+            "model.fpn_channels": 256,
+            "model.fusion_channels": 128,
+            "model.dtype": dtype,
+            "grid": DEFAULT_GRID.spec,
+        },
     )
-    graphdef, params, rest = nnx.split(model, PCVNet.trainable, ...)
-    parts = (graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest))
-    schedule = train.make_schedule(config)
-    tx = train.make_optimizer(config, schedule)
-    state = train.init_state(parts, tx, 0)
-    step = jax.jit(train.make_train_step(graphdef, tx, schedule, config, grid), donate_argnums=0)
+    grid = DEFAULT_GRID
+    parts = create_train_state(config, 133, grid)
+    step = jax.jit(make_train_step(parts.graphdef, parts.tx, parts.schedule, config), donate_argnums=0)
+    state = parts.state
     rng = np.random.default_rng(0)
     s = size // 4
     batch = {
-        "images": jnp.asarray(rng.normal(size=(batch, size, size, 3)), jnp.float32),
+        "images": jnp.asarray(rng.integers(0, 256, (batch, size, size, 3)), jnp.uint8),
         "semantic": jnp.asarray(rng.integers(-1, 133, (batch, s, s)), jnp.int32),
         "votes": jnp.asarray(rng.integers(-1, grid.num_bins + 1, (batch, s, s)), jnp.int32),
         "weights": jnp.asarray(rng.random((batch, s, s)), jnp.float32),
@@ -261,6 +261,7 @@ def bench_pipeline(
     crop: int, base_size: int, batch: int, repeats: int, workers: list[int], source_size=None, coco_sample=None
 ) -> list[dict]:
     """Images per second of this host's training input pipeline (module docstring)."""
+    from pcv.config import DataConfig
     from pcv.data import pipeline
 
     files, categories, what = coco_like_files(source_size, coco_sample)
@@ -289,10 +290,16 @@ def bench_pipeline(
     for w in workers:
         configs += [(0, 1), (0, 2)] if w == 0 else [(w, 1)]
     for num_workers, threads in configs:
-        ds = pipeline.train_dataset(
-            source, DEFAULT_GRID, batch_size=batch, seed=0, crop_size=(crop, crop), scale_range=(0.5, 2.0),
-            base_size=base_size, hflip=True, process_index=0, process_count=1, num_workers=num_workers,
+        data = DataConfig(
+            crop_size=(crop, crop),
+            scale_range=(0.5, 2.0),
+            base_size=base_size,
+            hflip=True,
+            num_workers=num_workers,
             read_threads=threads,
+        )
+        ds = pipeline.train_dataset(
+            source, DEFAULT_GRID, data, batch_size=batch, seed=0, process_index=0, process_count=1
         )
         it = iter(ds)
         try:
@@ -324,40 +331,55 @@ def environment() -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pcv.bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("suite", nargs="?", default="voting", choices=["voting", "train", "pipeline"])
-    parser.add_argument("--sizes", default="coco,cityscapes", help="comma-separated of: " + ", ".join(SIZES))
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--json", help="also write the rows and environment to this file")
-    parser.add_argument("--backbone", default="resnet50", help="train suite: resnet50, resnet101 or small")
-    parser.add_argument("--image-size", type=int, default=512, help="train / pipeline suites: square input (crop) size")
-    parser.add_argument("--batch", type=int, default=None, help="train suite: global batch (2); pipeline: per host (8)")
-    parser.add_argument("--base-size", type=int, default=800, help="pipeline suite: shorter side at scale 1")
-    parser.add_argument("--workers", default="0,1,2", help="pipeline suite: comma-separated worker counts")
-    parser.add_argument("--source-size", default=None, help="pipeline suite: HxW synthetic files instead of the sample")
-    parser.add_argument("--coco-sample", default=None, help="pipeline suite: a COCO panoptic sample folder to read")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="train suite")
-    args = parser.parse_args(argv)
-    sizes = [s.strip() for s in args.sizes.split(",") if s.strip()]
-    unknown = [s for s in sizes if s not in SIZES]
-    if unknown:
-        parser.error(f"unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}")
-    env = environment()
-    print(f"pcv.bench {args.suite}: {env['device']} x{env['device_count']} ({env['backend']}), jax {env['jax']}")
-    if args.suite == "train":
-        rows = bench_train(args.backbone, args.image_size, args.batch or 2, args.repeats, args.dtype)
-    elif args.suite == "pipeline":
-        source_size = tuple(int(x) for x in args.source_size.split("x")) if args.source_size else None
-        workers = [int(w) for w in args.workers.split(",") if w.strip()]
-        rows = bench_pipeline(
-            args.image_size, args.base_size, args.batch or 8, args.repeats, workers, source_size, args.coco_sample
-        )
-    else:
-        rows = bench_voting(sizes, args.repeats)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "rows": rows}, f, indent=2)
-    return 0
+    from absl import flags
+
+    from pcv import cli
+    from pcv.errors import ConfigError
+
+    fv = cli.new_flags()
+    flags.DEFINE_string(
+        "sizes", "coco,cityscapes", "voting: comma-separated of " + ", ".join(SIZES) + ".", flag_values=fv
+    )
+    flags.DEFINE_integer("repeats", 20, "Timed runs after one compiling run.", flag_values=fv)
+    flags.DEFINE_string("json", None, "Also write the rows and environment to this file.", flag_values=fv)
+    flags.DEFINE_string("backbone", "resnet50", "train: resnet50, resnet101 or small.", flag_values=fv)
+    flags.DEFINE_integer("image_size", 512, "train / pipeline: square input (crop) size.", flag_values=fv)
+    flags.DEFINE_integer("batch", None, "train: global batch (2); pipeline: per host (8).", flag_values=fv)
+    flags.DEFINE_integer("base_size", 800, "pipeline: shorter side at scale 1.", flag_values=fv)
+    flags.DEFINE_string("workers", "0,1,2", "pipeline: comma-separated worker counts.", flag_values=fv)
+    flags.DEFINE_string("source_size", None, "pipeline: HxW synthetic files instead of a sample.", flag_values=fv)
+    flags.DEFINE_string("coco_sample", None, "pipeline: a COCO panoptic sample folder to read.", flag_values=fv)
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "train: compute dtype.", flag_values=fv)
+
+    def program(args, overrides):
+        suite = args[1] if len(args) > 1 else "voting"
+        if suite not in SUITES or len(args) > 2:
+            raise ConfigError(f"usage: python -m pcv.bench [{'|'.join(SUITES)}] [--flags]; got {args[1:]}")
+        sizes = [s.strip() for s in fv.sizes.split(",") if s.strip()]
+        unknown = [s for s in sizes if s not in SIZES]
+        if unknown:
+            raise ConfigError(f"--sizes: unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}")
+        env = environment()
+        print(f"pcv.bench {suite}: {env['device']} x{env['device_count']} ({env['backend']}), jax {env['jax']}")
+        if suite == "train":
+            rows = bench_train(fv.backbone, fv.image_size, fv.batch or 2, fv.repeats, fv.dtype)
+        elif suite == "pipeline":
+            source_size = tuple(int(x) for x in fv.source_size.split("x")) if fv.source_size else None
+            workers = [int(w) for w in fv.workers.split(",") if w.strip()]
+            rows = bench_pipeline(
+                fv.image_size, fv.base_size, fv.batch or 8, fv.repeats, workers, source_size, fv.coco_sample
+            )
+        else:
+            rows = bench_voting(sizes, fv.repeats)
+        if fv.json:
+            with open(fv.json, "w") as f:
+                json.dump({"environment": env, "rows": rows}, f, indent=2)
+        return 0
+
+    return cli.run(fv, program, argv, takes_config=False)
+
+
+SUITES = ("voting", "train", "pipeline")
 
 
 if __name__ == "__main__":

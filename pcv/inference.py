@@ -1,4 +1,24 @@
-"""Inference: semantic and vote logits -> a panoptic map (DESIGN §5).
+"""Inference: semantic and vote logits -> a panoptic map.
+
+The steps (numbered alike in :func:`_infer_one`):
+
+1. softmax of both heads; pixels whose most likely vote class is abstain
+   cast no votes;
+2. the remaining bin probabilities are aggregated into the heatmap
+   (:func:`pcv.voting.aggregate_votes`);
+3. peak regions: 4-connected components of ``heat >= threshold``, each
+   summarised by its tight box;
+4. backprojection with the query filter: a pixel joins a region when the
+   cell of the bin it voted for (or of any of its top-T bins, the earliest
+   rank winning) intersects the region's box;
+5. an instance's class: the thing class with the highest mean semantic
+   probability over its pixels;
+6. overlaps: a pixel claimed by several instances keeps those with the best
+   rank, then those whose class agrees with its semantic argmax, then the
+   one whose peak is nearest;
+7. stuff: unclaimed pixels of a stuff class form one segment per class;
+   segments under ``min_stuff_area`` and unclaimed thing pixels are void;
+8. the map is resized to the input size with nearest neighbour.
 
 Everything up to the panoptic map runs on the accelerator under ``jit`` with
 static shapes: at most ``max_instances`` instances, with a validity mask; no
@@ -12,7 +32,6 @@ T top-T votes per pixel.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from functools import partial
 
@@ -20,40 +39,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pcv.config import InferenceConfig
 from pcv.voting.aggregation import heatmap
 from pcv.voting.backprojection import backproject
 from pcv.voting.grid import VoteGrid
 
 VOID = -1
 
-
-@dataclasses.dataclass(frozen=True)
-class InferenceConfig:
-    """Settings of the logits -> panoptic post-processing.
-
-    Attributes:
-      threshold: heatmap value at or above which a pixel belongs to a peak
-        region.
-      max_instances: N, the static number of instance slots.
-      top_t: how many of each pixel's best bins take part in backprojection.
-      min_stuff_area: stuff segments smaller than this many pixels *of the
-        output map* (the input image size when one is given) become void.
-      method: the aggregation formulation (see :func:`aggregate_votes`).
-    """
-
-    threshold: float = 4.0
-    max_instances: int = 100
-    top_t: int = 1
-    min_stuff_area: int = 4096
-    method: str = "shift"
-
-    def __post_init__(self):
-        if self.max_instances < 1:
-            raise ValueError(f"max_instances must be >= 1, got {self.max_instances}")
-        if self.top_t < 1:
-            raise ValueError(f"top_t must be >= 1, got {self.top_t}")
-        if self.min_stuff_area < 0:
-            raise ValueError(f"min_stuff_area must be >= 0, got {self.min_stuff_area}")
+__all__ = ["InferenceConfig", "VOID", "flip_tta", "mirror_outputs", "panoptic_inference", "to_coco_panoptic"]
 
 
 # ----------------------------------------------------------------------------
@@ -206,10 +199,10 @@ def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, 
     ranks = jnp.where(valid[:, None, None], ranks, -1)
     claimed = ranks >= 0
 
-    # 6. (needed by 5) Instance class: the thing class with the highest mean
-    # semantic probability over the instance's pixels. The overlap rule needs
-    # the class, so "the instance's pixels" are all that backproject to it,
-    # before overlaps are resolved.
+    # 5. Instance class: the thing class with the highest mean semantic
+    # probability over the instance's pixels. The overlap rule (6) needs the
+    # class, so "the instance's pixels" are all that backproject to it, before
+    # overlaps are resolved.
     sem_probs = jax.nn.softmax(sem_logits, -1).reshape(h * w, c)
     things = np.flatnonzero(thing_mask)
     if things[-1] - things[0] + 1 == len(things):
@@ -220,8 +213,10 @@ def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, 
     summed = jnp.dot(claimed.reshape(n, h * w).astype(jnp.float32), cols, precision="highest")  # [N, C']
     summed = jnp.where(jnp.asarray(thing_mask[lo : lo + cols.shape[1]]), summed, -jnp.inf)
     inst_class = (lo + jnp.argmax(summed, -1)).astype(jnp.int32)  # [N]
+    claimed_count = jnp.maximum(claimed.reshape(n, h * w).sum(-1), 1).astype(jnp.float32)
+    class_prob = summed.max(-1) / claimed_count  # [N] mean probability of the chosen class
 
-    # 5. Overlaps: best rank, then agreement with the pixel's semantic argmax,
+    # 6. Overlaps: best rank, then agreement with the pixel's semantic argmax,
     # then the nearest peak; the lowest slot wins remaining ties.
     sem_label = jnp.argmax(sem_logits, -1).astype(jnp.int32)  # [H, W]
     big_rank = jnp.iinfo(jnp.int32).max
@@ -258,6 +253,7 @@ def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, 
         "instance_class": jnp.where(inst_valid, inst_class, VOID),
         "instance_valid": inst_valid,
         "instance_score": jnp.where(inst_valid, regions["scores"], 0.0),
+        "instance_class_prob": jnp.where(inst_valid, class_prob, 0.0),
         "boxes": regions["boxes"],
         "peaks": regions["peaks"],
         "heatmap": heat,
@@ -288,6 +284,8 @@ def panoptic_inference(
       ``instance`` int32 ``[H_out, W_out]``, n + 1 for instance slot n, 0 else;
       ``instance_class`` int32 ``[N]`` (-1 for invalid slots);
       ``instance_valid`` bool ``[N]``; ``instance_score`` ``[N]`` (peak heat);
+      ``instance_class_prob`` ``[N]`` (mean probability of the instance's
+      class over the pixels that backproject to it);
       ``boxes`` int32 ``[N, 4]`` and ``peaks`` int32 ``[N, 2]`` at map
       resolution; ``heatmap`` ``[H, W]``.
     """
@@ -325,52 +323,78 @@ def to_coco_panoptic(
     result: Mapping[str, np.ndarray],
     category_ids: Sequence[int],
     thing_mask: Sequence[bool],
+    *,
+    names: Sequence[str] | None = None,
+    threshold: float | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
-    """One image's result -> (id map ``[H, W]`` uint32, COCO ``segments_info``).
+    """One image's result -> (id map ``[H, W]`` int32, COCO ``segments_info``).
 
     Args:
       result: one (unbatched) output of :func:`panoptic_inference`.
       category_ids: the dataset's category id of each train id.
       thing_mask: C booleans (which train ids are things).
+      names: the category name of each train id (adds ``category_name``).
+      threshold: the peak threshold the result was made with (for ``score``).
     Returns:
-      ``id_map`` with 0 = void and one id per segment (write it with
-      :func:`pcv.evaluation.id2rgb` for a COCO panoptic PNG), and
-      ``segments_info`` with ``id``, ``category_id``, ``iscrowd``, ``area``,
-      ``bbox`` (x, y, w, h), ``isthing``.
+      ``id_map`` with 0 = void and ids 1, 2, ... (write it with
+      :func:`pcv.data.id2rgb` for a COCO panoptic PNG), and one
+      ``segments_info`` entry per id, in id order (stuff and things sorted by
+      train id, then instance slot), with ``id``, ``category_id``,
+      ``iscrowd`` (0), ``isthing``, ``area``, ``bbox`` (x, y, w, h) and, for
+      instances:
+
+      - ``class_score``: the mean probability of the instance's class over
+        the pixels that voted for it;
+      - ``peak_heat``: the height of its heatmap peak (votes gathered);
+      - ``score`` = ``class_score * peak_heat / (peak_heat + threshold)``:
+        confident in both its class and its votes; in [0, 1), the ranking
+        score for AP (with no ``threshold``, ``class_score``).
     """
     semantic = np.asarray(result["semantic"])
     instance = np.asarray(result["instance"])
     if semantic.ndim != 2:
         raise ValueError(f"to_coco_panoptic takes one image's result; semantic has shape {semantic.shape}")
     thing_mask = np.asarray(thing_mask, bool)
-    # A segment is a (train id, instance) pair; stuff has instance 0.
-    key = np.where(semantic >= 0, (semantic.astype(np.int64) + 1) * (instance.max() + 2) + instance, 0)
+    # A segment is a (train id, instance slot) pair; stuff has slot 0.
+    slots = int(instance.max()) + 2
+    key = np.where(semantic >= 0, (semantic.astype(np.int64) + 1) * slots + instance, 0)
     uniq, inverse = np.unique(key, return_inverse=True)
     inverse = inverse.reshape(key.shape)
-    id_map = np.zeros(key.shape, np.uint32)
+    has_void = uniq[0] == 0
+    id_of = np.arange(len(uniq), dtype=np.int32) + (0 if has_void else 1)  # label j -> id (void stays 0)
+    id_map = id_of[inverse]
+    h, w = key.shape
+    n = len(uniq)
+    areas = np.bincount(inverse.ravel(), minlength=n)
+    rows = np.bincount((inverse * h + np.arange(h)[:, None]).ravel(), minlength=n * h).reshape(n, h) > 0
+    cols = np.bincount((inverse * w + np.arange(w)[None, :]).ravel(), minlength=n * w).reshape(n, w) > 0
+    scores = result.get("instance_score")
+    class_probs = result.get("instance_class_prob")
     segments = []
-    next_id = 1
-    for j, kv in enumerate(uniq):
+    for j, kv in enumerate(uniq.tolist()):
         if kv == 0:
             continue
-        mask = inverse == j
-        ys, xs = np.nonzero(mask)
-        train_id = int(semantic[ys[0], xs[0]])
+        train_id, slot = divmod(kv, slots)
+        train_id -= 1
         if not 0 <= train_id < len(category_ids):
             raise ValueError(f"train id {train_id} has no category id (got {len(category_ids)} category ids)")
-        id_map[mask] = next_id
-        x0, y0 = int(xs.min()), int(ys.min())
-        segments.append(
-            {
-                "id": next_id,
-                "category_id": int(category_ids[train_id]),
-                "iscrowd": 0,
-                "isthing": int(thing_mask[train_id]),
-                "area": int(mask.sum()),
-                "bbox": [x0, y0, int(xs.max()) - x0 + 1, int(ys.max()) - y0 + 1],
-            }
-        )
-        next_id += 1
+        r, c = np.flatnonzero(rows[j]), np.flatnonzero(cols[j])
+        seg = {
+            "id": int(id_of[j]),
+            "category_id": int(category_ids[train_id]),
+            "iscrowd": 0,
+            "isthing": int(thing_mask[train_id]),
+            "area": int(areas[j]),
+            "bbox": [int(c[0]), int(r[0]), int(c[-1] - c[0] + 1), int(r[-1] - r[0] + 1)],
+        }
+        if names is not None:
+            seg["category_name"] = str(names[train_id])
+        if slot > 0 and scores is not None and class_probs is not None:
+            heat, prob = float(np.asarray(scores)[slot - 1]), float(np.asarray(class_probs)[slot - 1])
+            seg["class_score"] = round(prob, 6)
+            seg["peak_heat"] = round(heat, 6)
+            seg["score"] = round(prob * heat / (heat + threshold) if threshold else prob, 6)
+        segments.append(seg)
     return id_map, segments
 
 

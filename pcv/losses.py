@@ -1,4 +1,4 @@
-"""The PCV training loss (DESIGN §4): weighted cross-entropy on both heads.
+"""The PCV training loss: weighted cross-entropy on both heads.
 
 Legend: B batch, H x W output map (stride 4), C semantic classes, K vote bins.
 

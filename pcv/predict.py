@@ -1,48 +1,45 @@
-r"""Run a trained PCV model on your own images: ``python -m pcv.predict --workdir=... PATH...``.
+r"""Run a trained model on your own images: ``python -m pcv.predict --workdir=... PATH...``.
 
     python -m pcv.predict --workdir=workdir/synthetic photos/ cat.jpg
     python -m pcv.predict --workdir=workdir/synthetic --out_dir=/tmp/pred --heatmap --flip img.png
+    python -m pcv.predict --workdir=... --config.inference.threshold=2.0 img.png
 
-PATHs are image files (JPEG, PNG, or anything Pillow reads) or folders (their
-``*.jpg``, ``*.jpeg``, ``*.png``, not recursive). Images of any size are
-resized to fit the size the model was trained at, padded to a multiple of 32,
-and the prediction is mapped back to the original size (nearest neighbour).
-For each image ``<stem>`` the output folder (default ``<workdir>/predict``)
-gets:
+PATHs are image files (JPEG, PNG, or anything Pillow reads; 16-bit images
+are scaled to 8 bits) or folders (their ``*.jpg``, ``*.jpeg``, ``*.png``,
+not recursive). Each image, of any size, goes through the work dir's
+:class:`pcv.Predictor` and comes back at its own size. For each image
+``<stem>`` the output folder (default ``<workdir>/predict``) gets:
 
     <stem>.png            COCO panoptic PNG (segment id = R + 256 G + 256^2 B)
     <stem>.json           file_name, height, width, segments_info (id,
-                          category_id, category_name, isthing, area, bbox)
-    <stem>_overlay.png    the segmentation over the image, legend of classes
+                          category_id, category_name, isthing, area, bbox,
+                          and for instances score, class_score, peak_heat)
+    <stem>_overlay.png    the segmentation over the image, each instance
+                          labelled with its class and score, and a legend
     <stem>_heatmap.png    with --heatmap: the vote heatmap, peaks marked
 
 and ``predictions.json`` holds all of them in COCO panoptic format (images,
-annotations, categories) for the COCO tools. Unreadable files are reported
-by name on stderr and skipped; the exit status is non-zero only when no
-image could be read.
+annotations, categories). Unreadable files are named on stderr and
+skipped; the exit code is 1 only when no image could be read.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-from PIL import Image, ImageOps
+from absl import flags
 
-from pcv import evaluate as pcv_evaluate
-from pcv import viz
-from pcv.evaluation import id2rgb
-from pcv.inference import to_coco_panoptic
+from pcv import cli, viz
+from pcv.config import InferenceConfig
+from pcv.errors import ConfigError, DataError
+from pcv.evaluation.coco_files import CocoPanopticWriter
+from pcv.predictor import Predictor, read_image
+from pcv.workdir import PREDICT, as_path, write_atomic, write_json
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-class UnreadableImage(ValueError):
-    """An input that is not an image Pillow can decode (the message names the file)."""
 
 
 def collect_images(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -66,22 +63,6 @@ def collect_images(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list
     return files, problems
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 RGB ``[H, W, 3]`` of an image file (EXIF rotation applied; grey, palette, alpha -> RGB).
-
-    Raises :class:`UnreadableImage` naming the file if it cannot be decoded.
-    """
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            rgb = np.asarray(im.convert("RGB"))
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise UnreadableImage(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise UnreadableImage(f"{path}: empty image {rgb.shape}")
-    return rgb
-
-
 def _unique_stem(path: Path, used: set[str]) -> str:
     stem, n = path.stem, 1
     while stem in used:  # same name in two folders
@@ -90,119 +71,97 @@ def _unique_stem(path: Path, used: set[str]) -> str:
     return stem
 
 
-def predict_images(
-    model: pcv_evaluate.TrainedModel,
-    paths: Sequence[str | os.PathLike],
-    out_dir: str | os.PathLike,
-    *,
-    heatmap: bool = False,
-    flip: bool = False,
-    log=print,
-    warn=None,
+def predict_paths(
+    predictor: Predictor, paths: Sequence[str | os.PathLike], out_dir, *, heatmap: bool = False, log=print, warn=None
 ) -> dict:
     """Predict every readable image under ``paths`` and write the outputs (module docstring).
 
-    Args:
-      model: from :func:`pcv.evaluate.restore_model`.
-      paths: files and folders.
-      out_dir: created if needed.
-      heatmap: also draw the vote heatmap.
-      flip: horizontal-flip test-time augmentation.
-      log, warn: progress lines and per-file problems (default: stdout,
-        stderr).
-    Returns:
-      ``{"predicted": [{"file", "stem", "segments_info", ...}], "skipped":
-      [(path, reason)], "predictions_json": path}``.
+    Returns ``{"predicted": [{"file", "stem", "segments_info", "height",
+    "width"}], "skipped": [(path, reason)], "predictions_json": path}``.
     """
     warn = warn or (lambda msg: print(msg, file=sys.stderr))
-    out = Path(out_dir)
+    out = as_path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files, skipped = collect_images(paths)
     for path, reason in skipped:
         warn(f"skipping {path}: {reason}")
-    labels = model.label_space
-    categories = [dict(c) for c in labels.categories]
-    name_of = {int(c["id"]): str(c.get("name", c["id"])) for c in categories}
-    predict_fn = pcv_evaluate.make_predict_fn(model.graphdef, model.config, model.grid, labels.thing_mask, flip=flip)
-
-    predicted, images, annotations, used = [], [], [], set()
+    categories = [dict(c) for c in predictor.label_space.categories]
+    writer = CocoPanopticWriter(
+        out, categories, png_folder=".", info={"description": f"pcv predictions, step {predictor.step}"}
+    )
+    predicted, used = [], set()
     for path in files:
         try:
             rgb = read_image(path)
-        except UnreadableImage as e:
+        except DataError as e:
             warn(f"skipping {e}")
             skipped.append((str(path), str(e)))
             continue
-        image_id = len(predicted)
-        padded, meta = pcv_evaluate.preprocess({"image": rgb, "image_id": image_id}, model.config)
-        result = predict_fn(model.state, padded[None])
-        one = pcv_evaluate.result_to_original({k: np.asarray(v)[0] for k, v in result.items()}, meta)
-        id_map, segments = to_coco_panoptic(one, labels.category_ids, labels.thing_mask)
-        for seg in segments:
-            seg["category_name"] = name_of[seg["category_id"]]
-
+        result = predictor(rgb)
         stem = _unique_stem(path, used)
         h, w = rgb.shape[:2]
-        Image.fromarray(id2rgb(id_map)).save(out / f"{stem}.png")
-        record = {"file_name": str(path), "height": h, "width": w, "segments_info": segments}
-        (out / f"{stem}.json").write_text(json.dumps(record, indent=1) + "\n")
-        fig = viz.overlay(rgb, id_map, segments, categories, title=path.name)
-        fig.savefig(out / f"{stem}_overlay.png")
+        writer.add(stem, len(predicted), result.ids, result.segments_info, file_name=path.name)
+        write_json(
+            out / f"{stem}.json",
+            {"file_name": str(path), "height": h, "width": w, "segments_info": result.segments_info},
+        )
+        fig = viz.overlay(rgb, result.ids, result.segments_info, categories, title=path.name)
+        write_atomic(out / f"{stem}_overlay.png", viz.figure_png(fig))
         if heatmap:
-            hh, hw = viz.valid_map_size(meta)
             fig = viz.heatmap(
-                rgb, one["heatmap"][:hh, :hw], peaks=one["peaks"], valid=one["instance_valid"],
-                scale=viz.map_scale(meta), title=f"{path.name}: vote heatmap",
+                rgb,
+                result.heatmap,
+                peaks=result.peaks,
+                valid=result.instance_valid,
+                scale=result.scale,
+                title=f"{path.name}: vote heatmap",
             )
-            fig.savefig(out / f"{stem}_heatmap.png")
-        images.append({"id": image_id, "file_name": path.name, "height": h, "width": w})
-        annotations.append({"image_id": image_id, "file_name": f"{stem}.png", "segments_info": segments})
-        predicted.append({"file": str(path), "stem": stem, "segments_info": segments, "height": h, "width": w})
-        things = sum(s["isthing"] for s in segments)
-        log(f"{path}: {things} instance(s), {len(segments) - things} stuff segment(s) -> {out / stem}.png")
-
-    predictions_json = out / "predictions.json"
-    predictions_json.write_text(
-        json.dumps({"images": images, "annotations": annotations, "categories": categories}) + "\n"
-    )
-    return {"predicted": predicted, "skipped": skipped, "predictions_json": str(predictions_json)}
+            write_atomic(out / f"{stem}_heatmap.png", viz.figure_png(fig))
+        predicted.append(
+            {"file": str(path), "stem": stem, "segments_info": result.segments_info, "height": h, "width": w}
+        )
+        things = sum(s["isthing"] for s in result.segments_info)
+        log(f"{path}: {things} instance(s), {len(result.segments_info) - things} stuff segment(s) -> {out / stem}.png")
+    files_written = writer.close()
+    return {"predicted": predicted, "skipped": skipped, "predictions_json": str(files_written["json"])}
 
 
 def main(argv=None) -> int:
-    from absl import app, flags
-    from ml_collections import config_flags
+    fv = cli.new_flags()
+    flags.DEFINE_string("workdir", None, "The trainer's work dir (local or gs://).", flag_values=fv)
+    flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).", flag_values=fv)
+    flags.DEFINE_string("out_dir", None, "Output folder (default <workdir>/predict).", flag_values=fv)
+    flags.DEFINE_bool("heatmap", False, "Also draw the vote heatmap with its peaks.", flag_values=fv)
+    flags.DEFINE_bool("flip", False, "Horizontal-flip test-time augmentation.", flag_values=fv)
+    flags.DEFINE_bool(
+        "calibrated", True, "Use the work dir's calibrated post-processing when it has one.", flag_values=fv
+    )
 
-    config_flags.DEFINE_config_file("config", None, "Config file (path[:variant]); default <workdir>/config.json.")
-    flags.DEFINE_string("workdir", None, "The trainer's work dir (checkpoints, config.json).", required=True)
-    flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
-    flags.DEFINE_string("out_dir", None, "Output folder (default <workdir>/predict).")
-    flags.DEFINE_bool("heatmap", False, "Also draw the vote heatmap with its peaks.")
-    flags.DEFINE_bool("flip", False, "Horizontal-flip test-time augmentation.")
-
-    def run(paths):
-        from absl import logging
-
-        logging.set_verbosity(logging.WARNING)
-        f = flags.FLAGS
-        if len(paths) < 2:
-            print("error: give at least one image file or folder", file=sys.stderr)
-            sys.exit(2)
-        try:
-            model = pcv_evaluate.restore_model(f.workdir, f.config, f.step)
-        except (ValueError, FileNotFoundError) as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
-        out_dir = f.out_dir or os.path.join(f.workdir, "predict")
-        summary = predict_images(model, paths[1:], out_dir, heatmap=f.heatmap, flip=f.flip)
+    def program(args, overrides):
+        if fv.workdir is None:
+            raise ConfigError("--workdir is required: the trainer's work dir")
+        if len(args) < 2:
+            raise ConfigError("give at least one image file or folder")
+        inference = {}
+        defaults = InferenceConfig()
+        for name, text in overrides:
+            field = name.split(".", 1)[1] if name.startswith("inference.") else None
+            if field is None or not hasattr(defaults, field):
+                raise ConfigError(f"config.{name}: only config.inference.* can change when predicting")
+            inference[field] = cli.parse_value(text, getattr(defaults, field))
+        predictor = Predictor.from_workdir(
+            fv.workdir, fv.step, inference=inference, calibrated=fv.calibrated, flip=fv.flip
+        )
+        out_dir = fv.out_dir or f"{str(fv.workdir).rstrip('/')}/{PREDICT}"
+        summary = predict_paths(predictor, args[1:], out_dir, heatmap=fv.heatmap)
         n, skipped = len(summary["predicted"]), summary["skipped"]
         line = f"predicted {n} image(s) into {out_dir}"
         if skipped:
             line += f"; skipped {len(skipped)}: " + ", ".join(p for p, _ in skipped)
         print(line, file=sys.stderr if skipped else sys.stdout)
-        sys.exit(0 if n else 1)
+        return 0 if n else 1
 
-    app.run(run, argv=argv)
-    return 0
+    return cli.run(fv, program, argv)
 
 
 if __name__ == "__main__":

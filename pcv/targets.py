@@ -1,8 +1,17 @@
-"""Training targets: a panoptic label -> semantic, vote and weight maps (DESIGN §4).
+"""Training targets: a panoptic label -> semantic, vote and weight maps.
 
 All maps are at the network's output stride. Downsample segment ids to that
 stride with :func:`downsample_ids` (nearest neighbour; ids are never
-interpolated) before calling :func:`make_targets`.
+interpolated) before calling :func:`make_targets`. The rules, per pixel:
+
+- semantic: the train id of the pixel's segment; -1 (ignore) on void;
+- vote: for a non-crowd thing, the bin of the offset (centroid - pixel),
+  -1 where that offset is outside the grid's field; K (abstain) for stuff;
+  -1 for crowd and void;
+- weight: ``area ** -weight_power`` of the pixel's segment (area in pixels
+  at target resolution); 0 on crowd and void;
+- an instance's centroid: ``"mass"`` = the floor of the mean (y, x) of its
+  pixels; ``"box"`` = the floor of the middle of its tight box.
 """
 
 from __future__ import annotations

@@ -1,198 +1,120 @@
 r"""Train and evaluate PCV: ``python -m pcv.train [--config=...] [--workdir=...]``.
 
-With no flags it trains the built-in synthetic demo (configs/synthetic.py)
-into ./workdir/synthetic. The same command runs on any number of devices:
-one jit-compiled step on a mesh with a ``data`` axis, the global batch
-sharded across all devices, parameters and optimizer state replicated.
+With no flags it trains the built-in synthetic demo (``synthetic``) into
+./workdir/synthetic. The same command runs on any number of devices and
+hosts: one jit-compiled step on a mesh with a ``data`` axis, the global
+batch sharded across all devices, parameters and optimizer state replicated.
 
-    python -m pcv.train --config=configs/synthetic.py:smoke --workdir=/tmp/smoke
-    python -m pcv.train --config=configs/synthetic.py --config.steps=500
+    python -m pcv.train --config=synthetic:smoke --workdir=/tmp/smoke
+    python -m pcv.train --config=coco_r50 --workdir=gs://bucket/runs/coco --config.data.data_dir=...
 
-A run resumes from the latest checkpoint in its work dir (parameters,
-optimizer state, step, RNG and input position), so a preempted job is simply
-started again with the same command.
+A run resumes from the newest checkpoint in its work dir that restores
+(parameters, optimizer state, step and input position), so a preempted job
+is simply started again with the same command; a restart with a config
+that would train something else is refused (``--allow_config_change``
+accepts it and records the change). It is done when ``results.json``
+exists; running it again then changes nothing.
+
+Exit codes: 0 done; 1 an expected error (one line on stderr); 42 preempted
+(SIGTERM, or JAX's preemption notice on a pod): a checkpoint was saved,
+relaunch the same command; 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
 import jax
-import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-from flax import nnx
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from pcv import data as pcv_data
-from pcv import evaluate as pcv_evaluate
-from pcv import losses, metrics_writer, viz
-from pcv.data import pipeline
-from pcv.evaluation import format_table
-from pcv.inference import InferenceConfig
-from pcv.models import PCVNet
+from pcv import config as config_lib
+from pcv import distributed, losses, metrics_writer, viz
+from pcv.config import Config
+from pcv.data import make_datasets, normalize_images, pipeline
+from pcv.data.transforms import EvalGeometry
+from pcv.errors import CheckpointError, ConfigError, DivergedError, WorkdirError
+from pcv.evaluation.pq import format_table
+from pcv.evaluator import Evaluator
+from pcv.predictor import Predictor
+from pcv.state import TrainState, create_train_state, merge
 from pcv.voting import VoteGrid
+from pcv.workdir import DATA_ITEM, STATE_ITEM, RunLock, Workdir, json_text, one_line
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "synthetic.py"
 DEFAULT_WORKDIR = "workdir/synthetic"
+#: Exit code of a preempted run: a checkpoint was saved; relaunch the same command.
+EXIT_PREEMPTED = 42
+EXIT_INTERRUPTED = 130
 
 
 # ----------------------------------------------------------------------------
-# Config checks: fail before compiling anything, naming the field.
+# Checks that need the runtime (devices, hosts, files).
 # ----------------------------------------------------------------------------
 
 
-def resolve_paths(config: ml_collections.ConfigDict) -> None:
-    """Expand ``~`` in the config's file paths (flags such as ``--config.data.data_dir=~/x`` arrive unexpanded)."""
-    for node, field in ((config.data, "data_dir"), (config.model, "pretrained")):
-        if node.get(field):
-            node[field] = os.path.expanduser(str(node[field]))
+def check_runtime(config: Config) -> None:
+    """Raise :class:`ConfigError` naming the field when the config cannot run on these devices."""
+    count = jax.device_count()
+    devices = config.num_devices or count
+    if devices > count:
+        raise ConfigError(f"config.num_devices: {config.num_devices} must be in [0, {count}] (0 = all devices)")
+    if config.num_devices and jax.process_count() > 1 and config.num_devices != count:
+        raise ConfigError(f"config.num_devices: a multi-host run uses every device ({count}); set 0")
+    if config.batch_size % devices:
+        raise ConfigError(f"config.batch_size: {config.batch_size} is not divisible by the {devices} devices")
+    if config.batch_size % jax.process_count():
+        raise ConfigError(f"config.batch_size: {config.batch_size} is not divisible by the {jax.process_count()} hosts")
+    pretrained = config.model.pretrained
+    if pretrained and "://" not in pretrained:
+        import os
+
+        if not os.path.isfile(pretrained):
+            raise ConfigError(f"config.model.pretrained: weight file {pretrained!r} does not exist")
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-    def need(ok, field, msg):
-        if not ok:
-            raise ValueError(f"config.{field}: {msg}")
-
-    need(config.steps >= 1, "steps", f"must be >= 1, got {config.steps}")
-    need(config.batch_size >= 1, "batch_size", f"must be >= 1, got {config.batch_size}")
-    need(
-        0 <= config.num_devices <= jax.device_count(),
-        "num_devices",
-        f"{config.num_devices} must be in [0, {jax.device_count()}] (0 = all devices)",
-    )
-    devices = config.num_devices or jax.device_count()
-    need(
-        config.batch_size % devices == 0,
-        "batch_size",
-        f"{config.batch_size} is not divisible by the {devices} devices",
-    )
-    h, w = config.data.image_size
-    need(h % 32 == 0 and w % 32 == 0 and h > 0 and w > 0, "data.image_size", f"{(h, w)} must be multiples of 32")
-    need(
-        config.batch_size % jax.process_count() == 0,
-        "batch_size",
-        f"{config.batch_size} is not divisible by the {jax.process_count()} hosts",
-    )
-    d = pipeline.data_options(config)
-    ch, cw = d["crop_size"]
-    need(ch % 32 == 0 and cw % 32 == 0 and ch > 0 and cw > 0, "data.crop_size", f"{(ch, cw)} must be multiples of 32")
-    lo, hi = d["scale_range"]
-    need(0 < lo <= hi, "data.scale_range", f"{(lo, hi)} must be (lo, hi) with 0 < lo <= hi")
-    need(d["base_size"] >= 0, "data.base_size", f"must be >= 0 (0 = the image's own shorter side), got {d['base_size']}")
-    need(0 <= d["color_jitter"] < 1, "data.color_jitter", f"must be in [0, 1) (0 = off), got {d['color_jitter']}")
-    need(d["num_workers"] >= 0, "data.num_workers", f"must be >= 0 (0 = in-process), got {d['num_workers']}")
-    need(d["read_threads"] >= 1, "data.read_threads", f"must be >= 1, got {d['read_threads']}")
-    short_side, max_size = config.data.get("eval_short_side", 0), config.data.get("eval_max_size", 0)
-    need(short_side >= 0, "data.eval_short_side", f"must be >= 0 (0 = fit into data.image_size), got {short_side}")
-    need(
-        max_size == 0 or max_size >= short_side,
-        "data.eval_max_size",
-        f"{max_size} must be 0 (no limit) or >= data.eval_short_side ({short_side})",
-    )
-    need(
-        short_side == 0 or max_size > 0 or bool(config.data.get("eval_pad_shape", ())),
-        "data.eval_pad_shape",
-        "must be given when data.eval_max_size is 0 (no bound on the padded evaluation size)",
-    )
-    pad = tuple(config.data.get("eval_pad_shape", ()) or ())
-    need(
-        not pad or (len(pad) == 2 and all(p > 0 and p % 32 == 0 for p in pad)),
-        "data.eval_pad_shape",
-        f"{pad} must be () or (H, W), multiples of 32",
-    )
-    need(config.optimizer.learning_rate > 0, "optimizer.learning_rate", "must be > 0")
-    need(config.optimizer.schedule in ("poly", "step"), "optimizer.schedule", "must be 'poly' or 'step'")
-    need(0 <= config.optimizer.warmup_steps < config.steps, "optimizer.warmup_steps", "must be in [0, steps)")
-    need(config.optimizer.clip_norm >= 0, "optimizer.clip_norm", "must be >= 0 (0 = off)")
-    need(config.model.dtype in ("float32", "bfloat16"), "model.dtype", "must be 'float32' or 'bfloat16'")
-    pretrained = config.model.get("pretrained") or ""
-    if pretrained:
-        need(os.path.isfile(pretrained), "model.pretrained", f"weight file {pretrained!r} does not exist")
-        need(
-            config.model.backbone_norm in ("batch", "frozen"),
-            "model.backbone_norm",
-            f"{config.model.backbone_norm!r} cannot take pretrained BatchNorm weights; use 'frozen' or 'batch'",
-        )
-    need(config.centroid in ("mass", "box"), "centroid", "must be 'mass' or 'box'")
-    for field in ("log_every", "checkpoint_every"):
-        need(config[field] >= 1, field, "must be >= 1")
-    need(config.eval_every >= 0, "eval_every", "must be >= 0 (0 = only at the end)")
-    try:
-        VoteGrid(config.grid)
-    except ValueError as e:
-        raise ValueError(f"config.grid: {e}") from None
-    try:
-        InferenceConfig(**config.inference.to_dict())
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"config.inference: {e}") from None
+def eval_batch_size(config: Config, devices: int) -> int:
+    """``eval_batch_size`` (else ``batch_size``) rounded up to a multiple of the devices."""
+    b = config.eval_batch_size or config.batch_size
+    return -(-b // devices) * devices
 
 
 # ----------------------------------------------------------------------------
-# Model.
+# The step.
 # ----------------------------------------------------------------------------
 
 
-def build_model(config, num_classes: int, grid: VoteGrid) -> PCVNet:
-    """The PCV network ``config.model`` describes, initialised from ``config.seed``.
+def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: optax.Schedule, config: Config):
+    """The pure train step ``(state, batch) -> (state, metrics)`` (jit it with shardings).
 
-    With ``config.model.pretrained`` set (a path; "" = from scratch), the
-    backbone is then loaded from that ImageNet weight file.
+    ``batch``: ``images`` uint8 ``[B, H, W, 3]`` (normalised here, on the
+    device), ``semantic`` / ``votes`` int32 and ``weights`` float32 ``[B, h, w]``.
     """
-    m = config.model
-    return PCVNet(
-        num_classes=num_classes,
-        num_bins=grid.num_bins,
-        backbone=m.backbone,
-        fpn_channels=m.fpn_channels,
-        fusion_channels=m.fusion_channels,
-        backbone_norm=m.backbone_norm,
-        head_norm=m.head_norm,
-        dtype=jnp.bfloat16 if m.dtype == "bfloat16" else jnp.float32,
-        rngs=nnx.Rngs(config.seed),
-        pretrained=config.model.get("pretrained") or None,
-    )
 
+    def loss_fn(params, rest, batch):
+        model = merge(graphdef, {"params": params, "rest": rest}, train=True)
+        out = model(normalize_images(batch["images"]))
+        total, parts = losses.pcv_loss(
+            out, batch, sem_weight=config.loss.semantic_weight, vote_weight=config.loss.vote_weight
+        )
+        from flax import nnx
 
-# ----------------------------------------------------------------------------
-# Optimizer.
-# ----------------------------------------------------------------------------
+        _, _, new_rest = nnx.split(model, nnx.Param, ...)  # updated batch statistics
+        return total, (parts, nnx.to_pure_dict(new_rest))
 
+    def train_step(state: TrainState, batch):
+        (_, (parts, rest)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, state.rest, batch)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        new_state = state.replace(
+            step=state.step + 1, params=optax.apply_updates(state.params, updates), rest=rest, opt_state=opt_state
+        )
+        return new_state, dict(parts, learning_rate=schedule(state.step), grad_norm=optax.tree.norm(grads))
 
-def make_schedule(config) -> optax.Schedule:
-    o = config.optimizer
-    warmup = optax.linear_schedule(0.0, o.learning_rate, max(o.warmup_steps, 1))
-    rest = config.steps - o.warmup_steps
-    if o.schedule == "poly":
-        decay = optax.polynomial_schedule(o.learning_rate, 0.0, o.poly_power, max(rest, 1))
-    else:
-        bounds = {int(f * config.steps) - o.warmup_steps: o.step_factor for f in o.step_boundaries}
-        decay = optax.piecewise_constant_schedule(o.learning_rate, {b: s for b, s in bounds.items() if b > 0})
-    return optax.join_schedules([warmup, decay], [o.warmup_steps])
-
-
-def make_optimizer(config, schedule) -> optax.GradientTransformation:
-    o = config.optimizer
-    # Weight decay on conv / dense kernels only, not on norm scales and biases.
-    decay_mask = lambda params: jax.tree.map(lambda p: p.ndim > 1, params)  # noqa: E731
-    parts = [optax.clip_by_global_norm(o.clip_norm)] if o.clip_norm > 0 else []
-    parts += [
-        optax.add_decayed_weights(o.weight_decay, mask=decay_mask),
-        optax.sgd(schedule, momentum=o.momentum),
-    ]
-    return optax.chain(*parts)
-
-
-# ----------------------------------------------------------------------------
-# Input: each host reads its own share of every global batch (pcv.data.pipeline).
-# ----------------------------------------------------------------------------
+    return train_step
 
 
 def to_global(batch: dict, sharding: NamedSharding) -> dict:
@@ -200,78 +122,42 @@ def to_global(batch: dict, sharding: NamedSharding) -> dict:
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in batch.items()}
 
 
-def make_train_step(graphdef, tx, schedule, config, grid: VoteGrid):
-    """The pure train step ``(state, batch) -> (state, metrics)`` (jit it with shardings).
+# ----------------------------------------------------------------------------
+# Signals.
+# ----------------------------------------------------------------------------
 
-    ``state`` holds pure-dict ``params`` (trained) and ``rest`` (batch
-    statistics, frozen constants), ``opt_state``, ``step`` and ``rng``.
+
+class Interrupts:
+    """SIGTERM (a preemption notice) and Ctrl-C as flags the loop polls between steps.
+
+    With one process, SIGTERM sets ``preempted``. With several, SIGTERM is
+    left to JAX's preemption notifier, which makes every host reach the same
+    sync point (``CheckpointManager.reached_preemption``), so all save the
+    same step. Ctrl-C sets ``interrupted``; a second Ctrl-C stops at once.
     """
-    def loss_fn(params, rest, batch):
-        m = nnx.merge(graphdef, params, rest)
-        m.train()
-        out = m(batch["images"])
-        total, parts = losses.pcv_loss(
-            out, batch, sem_weight=config.loss.semantic_weight, vote_weight=config.loss.vote_weight
-        )
-        _, _, new_rest = nnx.split(m, PCVNet.trainable, ...)  # updated batch statistics
-        return total, (parts, nnx.to_pure_dict(new_rest))
 
-    def train_step(state, batch):
-        grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-        (_, (parts, rest)), grads = grad_fn(state["params"], state["rest"], batch)
-        updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-        new_state = dict(
-            state,
-            params=optax.apply_updates(state["params"], updates),
-            rest=rest,
-            opt_state=opt_state,
-            step=state["step"] + 1,
-        )
-        return new_state, dict(parts, learning_rate=schedule(state["step"]), grad_norm=optax.tree.norm(grads))
+    def __init__(self, *, handle_sigterm: bool):
+        self.preempted = False
+        self.interrupted = False
+        self._old = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        if handle_sigterm:
+            self._old[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_term)
+        self._old[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_int)
 
-    return train_step
+    def _on_term(self, signum, frame):
+        self.preempted = True
 
+    def _on_int(self, signum, frame):
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
 
-def init_state(graphdef_params_rest, tx, seed: int) -> dict:
-    """The train state of freshly split model parts."""
-    _, params, rest = graphdef_params_rest
-    return {
-        "params": params,
-        "rest": rest,
-        "opt_state": tx.init(params),
-        "step": jnp.zeros((), jnp.int32),
-        "rng": jax.random.key_data(jax.random.key(seed)),
-    }
-
-
-# ----------------------------------------------------------------------------
-# Checkpoints.
-# ----------------------------------------------------------------------------
-
-
-class Preemption:
-    """Turns SIGTERM (the usual preemption notice) into a flag the loop polls."""
-
-    def __init__(self):
-        self.requested = False
-        if threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._handle)
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-
-#: Checkpoint items: the train state is ``default`` (so a plain
-#: ``restore(step, args=ocp.args.StandardRestore())`` on a fresh manager still
-#: reads it), the input iterator's position is ``data`` (one file per host).
-CHECKPOINT_ITEMS = ("default", "data")
-
-
-def make_checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
-    options = ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True)
-    return ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")), item_names=CHECKPOINT_ITEMS, options=options
-    )
+    def close(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
 
 
 # ----------------------------------------------------------------------------
@@ -279,159 +165,321 @@ def make_checkpoint_manager(workdir: str, config) -> ocp.CheckpointManager:
 # ----------------------------------------------------------------------------
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, stop_at: int | None = None) -> dict:
-    """Train PCV as ``config`` says, in ``workdir``; returns the final results dict.
+def train_and_evaluate(
+    config, workdir, *, stop_at: int | None = None, allow_config_change: bool = False, log=None
+) -> dict:
+    """Train PCV as ``config`` says, in ``workdir``; returns the results (``results.json``).
 
-    ``stop_at`` behaves like a preemption at that step: save and return
-    ``{"step": stop_at, "preempted": True}`` (for time-sliced jobs and tests).
+    Args:
+      config: a ConfigDict (a config file's) or a :class:`pcv.config.Config`.
+      workdir: a local folder or ``gs://bucket/path``.
+      stop_at: behave like a preemption at that step: save and return
+        ``{"step": stop_at, "preempted": True}`` (time-sliced jobs, tests).
+      allow_config_change: accept a config that differs from the work dir's
+        recorded one in fields that change what is trained (recorded).
+      log: where lines go (default: ``print`` on process 0).
     """
-    resolve_paths(config)
-    validate_config(config)
-    workdir = os.path.abspath(os.path.expanduser(workdir))
-    os.makedirs(workdir, exist_ok=True)
-    is_main = jax.process_index() == 0
-    log = print if is_main else (lambda *a, **k: None)
+    config = config_lib.from_mapping(config)
+    check_runtime(config)
+    wd = Workdir(workdir)
+    main = jax.process_index() == 0
+    log = log or (print if main else (lambda *a, **k: None))
 
-    # --- Mesh -----------------------------------------------------------------
+    # --- Finished already? -----------------------------------------------------
+    if wd.is_complete():
+        changes = wd.check_config(config, allow_change=allow_config_change)
+        if not [c for c in changes if c[0] not in config_lib.RESUMABLE]:
+            results = wd.read_results()
+            log(
+                f"{wd.path} is complete (step {results.get('step')}): nothing to do; results in "
+                f"{wd.path / 'results.json'}"
+            )
+            return results
+
+    # --- Lock: one live run per work dir (process 0 holds it for all hosts) ----
+    lock = RunLock(wd)
+    verdict = None
+    if main:
+        try:
+            wd.create()
+            lock.acquire(log)
+        except WorkdirError as e:
+            verdict = str(e)
+    verdict = distributed.broadcast_object(verdict)
+    if verdict:
+        raise WorkdirError(verdict)
+    try:
+        return _run(config, wd, log, main, stop_at=stop_at, allow_config_change=allow_config_change)
+    finally:
+        if main:
+            lock.release()
+
+
+def _run(config: Config, wd: Workdir, log, main: bool, *, stop_at, allow_config_change) -> dict:
+    # --- Identity: a restart trains the same run -------------------------------
+    changes = wd.check_config(config, allow_change=allow_config_change)
+    if wd.is_complete():  # continuing a finished run with an accepted change: keep its old results aside
+        old = wd.read_results()
+        if main:
+            (wd.path / "results.json").rename(wd.path / f"results.step{old.get('step', 'unknown')}.json")
+        distributed.sync("pcv-results-aside")
+
+    # --- Mesh -------------------------------------------------------------------
     devices = jax.devices()[: config.num_devices or None]
     mesh = Mesh(np.array(devices), ("data",))
     data_sharding = NamedSharding(mesh, P("data"))
     replicated = NamedSharding(mesh, P())
-    log(f"pcv.train: {len(devices)} device(s) ({jax.default_backend()}), {jax.process_count()} host(s)")
-
-    # --- Data -----------------------------------------------------------------
-    grid = VoteGrid(config.grid)
-    train_set, val_set = pcv_data.make_datasets(config)
-    num_classes = len(train_set.categories)
-    train_batches = iter(pipeline.train_dataset_from_config(train_set, config, grid))
-    if is_main:  # config.json + categories.json: evaluate / predict need only the work dir
-        pcv_evaluate.save_run_info(workdir, config, train_set.categories)
-
-    # --- Model ----------------------------------------------------------------
-    model = build_model(config, num_classes, grid)
-    graphdef, params, rest = nnx.split(model, PCVNet.trainable, ...)
-    # Plain nested dicts of arrays from here on: they jit, shard and checkpoint
-    # like any pytree; nnx.merge takes them back inside the step.
-    params, rest = nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
-    log(f"model: {config.model.backbone}, {sum(x.size for x in jax.tree.leaves(params)):,} trainable parameters")
-
-    # --- Optimizer ------------------------------------------------------------
-    schedule = make_schedule(config)
-    tx = make_optimizer(config, schedule)
-    state = init_state((graphdef, params, rest), tx, config.seed)
-    state = jax.device_put(state, replicated)
-
-    # --- Checkpoint: resume if the work dir has one ---------------------------
-    ckpt = make_checkpoint_manager(workdir, config)
-    start_step = 0
-    if ckpt.latest_step() is not None:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        restored = ckpt.restore(
-            ckpt.latest_step(),
-            args=ocp.args.Composite(
-                default=ocp.args.StandardRestore(abstract),
-                data=pipeline.iterator_checkpoint_args(train_batches, restore=True),
-            ),
-        )
-        state = jax.device_put(restored["default"], replicated)
-        start_step = int(state["step"])
-        log(f"resumed from {ckpt.directory} at step {start_step}")
-
-    # --- Train step -----------------------------------------------------------
-    train_step = make_train_step(graphdef, tx, schedule, config, grid)
-    step_fn = jax.jit(
-        train_step,
-        in_shardings=(replicated, data_sharding),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
+    log(
+        f"pcv.train: {len(devices)} device(s) ({jax.default_backend()}), {jax.process_count()} host(s), "
+        f"work dir {wd.path}"
     )
 
-    # --- Evaluation: the code path of python -m pcv.evaluate -------------------
-    predict_fn = pcv_evaluate.make_predict_fn(graphdef, config, grid, val_set.thing_mask, mesh=mesh)
-
-    def run_eval(step):
-        model_state = {"params": state["params"], "rest": state["rest"]}
-        result, shown = pcv_evaluate.evaluate_pq(
-            predict_fn, model_state, val_set, config,
-            batch_size=pcv_evaluate.eval_batch_size(config, mesh), num_shown=config.num_panel_images,
+    # --- Data -------------------------------------------------------------------
+    grid = VoteGrid(config.grid)
+    splits = make_datasets(config.data, config.seed)
+    labels = splits.train.label_space
+    train_batches = iter(
+        pipeline.train_dataset(
+            splits.train,
+            grid,
+            config.data,
+            batch_size=config.batch_size // jax.process_count(),
+            seed=config.seed,
+            centroid=config.centroid,
+            weight_power=config.weight_power,
         )
-        log(f"evaluation at step {step} ({len(val_set)} images):")
-        log(format_table(result))
-        return result, shown
-
-    # --- Loop -----------------------------------------------------------------
-    writer = metrics_writer.MetricWriter(workdir, enabled=is_main)
-    preemption = Preemption()
-    timer = metrics_writer.EtaTimer(total_steps=config.steps, start_step=start_step)
-    last_loss = None
-    eval_result = None
-    step = start_step
+    )
+    ckpt = None
     try:
-        for step in range(start_step + 1, config.steps + 1):
-            batch = to_global(next(train_batches), data_sharding)
-            state, parts = step_fn(state, batch)
-            if step % config.log_every == 0 or step == config.steps or step == start_step + 1:
-                parts = jax.device_get(parts)
-                last_loss = float(parts["loss"])
-                if not np.isfinite(last_loss):
-                    raise FloatingPointError(
-                        f"loss is {last_loss} at step {step}; stopping. The last good checkpoint in "
-                        f"{ckpt.directory} (step {ckpt.latest_step()}) is kept; lower "
-                        "config.optimizer.learning_rate or set config.optimizer.clip_norm and resume."
+        # --- Model and optimizer --------------------------------------------------
+        parts = create_train_state(config, labels.num_classes, grid)
+        graphdef, tx, schedule = parts.graphdef, parts.tx, parts.schedule
+        state = jax.device_put(parts.state, replicated)
+        log(
+            f"model: {config.model.backbone}, {sum(x.size for x in jax.tree.leaves(state.params)):,} trainable "
+            f"parameters, {labels.num_classes} classes, {grid.num_bins} vote bins"
+        )
+
+        # --- Checkpoint: resume from the newest one that restores -------------------
+        ckpt = wd.checkpoint_manager(config.keep_checkpoints)
+        start_step, restored = restore_training(wd, ckpt, state, train_batches, log)
+        if restored is not None:
+            state = jax.device_put(restored, replicated)
+            log(f"resumed from step {start_step} ({wd.checkpoint_dir})")
+
+        # --- The run's record: written only now that everything above worked --------
+        if main:
+            wd.record_run(config, labels.categories, [c for c in changes])
+        writer = metrics_writer.MetricWriter(wd.path, enabled=main)
+        if start_step == 0:
+            writer.write_text(0, {"config": "```\n" + wd_config_text(config) + "\n```"})
+
+        # --- Step ---------------------------------------------------------------------
+        step_fn = jax.jit(
+            make_train_step(graphdef, tx, schedule, config),
+            in_shardings=(replicated, data_sharding),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
+
+        # --- Evaluation: the Predictor and Evaluator of python -m pcv.evaluate ---------
+        predictor = Predictor(
+            graphdef,
+            state.model_state,
+            grid,
+            labels,
+            inference=config.inference,
+            geometry=EvalGeometry.from_config(config.data),
+            mesh=mesh,
+        )
+        evaluator = Evaluator(
+            splits.val,
+            batch_size=eval_batch_size(config, len(devices)),
+            num_shown=config.num_panel_images,
+            progress=main,
+            log=log,
+        )
+
+        def run_eval(step: int) -> dict:
+            result = evaluator.run(predictor.replace(model_state=state.model_state, step=step))
+            log(f"evaluation at step {step} ({evaluator.count} images):")
+            log(format_table(result))
+            writer.write_scalars(step, _eval_scalars(result))
+            return result
+
+        # --- Loop -----------------------------------------------------------------------
+        interrupts = Interrupts(handle_sigterm=jax.process_count() == 1)
+        timer = metrics_writer.EtaTimer(total_steps=config.steps, start_step=start_step)
+        last_loss = None
+        try:
+            for step in range(start_step + 1, config.steps + 1):
+                batch = to_global(next(train_batches), data_sharding)
+                state, metrics = step_fn(state, batch)
+                check_saves(ckpt, wd)
+                if step % config.log_every == 0 or step == config.steps or step == start_step + 1:
+                    metrics = jax.device_get(metrics)
+                    last_loss = finite_loss(metrics, step, ckpt, wd)
+                    timer.update(step)
+                    images_per_s = timer.steps_per_second() * config.batch_size
+                    writer.write_scalars(step, dict(metrics, images_per_second=images_per_s))
+                    log(
+                        metrics_writer.format_train_line(step, config.steps, metrics, images_per_s, timer.eta_seconds())
                     )
-                timer.update(step)
-                images_per_s = timer.steps_per_second() * config.batch_size
-                writer.write_scalars(step, dict(parts, images_per_second=images_per_s))
-                log(metrics_writer.format_train_line(step, config.steps, parts, images_per_s, timer.eta_seconds()))
-            preempted = preemption.requested or ckpt.reached_preemption(step) or step == stop_at
-            if step % config.checkpoint_every == 0 or step == config.steps or preempted:
-                last_loss = _checked_loss(parts, step)
-                ckpt.save(
-                    step,
-                    args=ocp.args.Composite(
-                        default=ocp.args.StandardSave(state),
-                        data=pipeline.iterator_checkpoint_args(train_batches),
-                    ),
-                )
-            if preempted:
-                ckpt.wait_until_finished()
-                log(f"preemption requested: saved step {step} to {ckpt.directory}; exiting")
-                return {"step": step, "preempted": True}
-            if config.eval_every and step % config.eval_every == 0 and step != config.steps:
-                eval_result, _ = run_eval(step)
-                writer.write_scalars(step, _eval_scalars(eval_result))
+                preempted = interrupts.preempted or ckpt.reached_preemption(step) or step == stop_at
+                interrupted = interrupts.interrupted and jax.process_count() == 1
+                if step % config.checkpoint_every == 0 or step == config.steps or preempted or interrupted:
+                    last_loss = finite_loss(jax.device_get(metrics), step, ckpt, wd)
+                    save(ckpt, wd, step, state, train_batches)
+                if preempted or interrupted:
+                    ckpt.wait_until_finished()
+                    check_saves(ckpt, wd)
+                    writer.close()
+                    if interrupted:
+                        log(f"interrupted: saved step {step} to {wd.checkpoint_dir}; run the same command to resume")
+                        raise KeyboardInterrupt
+                    log(
+                        f"preempted: saved step {step} to {wd.checkpoint_dir}; exiting with code "
+                        f"{EXIT_PREEMPTED} (relaunch the same command to resume)"
+                    )
+                    return {"step": step, "preempted": True}
+                if interrupts.interrupted:  # several hosts cannot agree on a step to save from Ctrl-C
+                    log(
+                        f"interrupted on this host; not saved (the hosts cannot agree on a step); the last "
+                        f"checkpoint is step {ckpt.latest_step()}"
+                    )
+                    raise KeyboardInterrupt
+                if config.eval_every and step % config.eval_every == 0 and step != config.steps:
+                    run_eval(step)
+                    timer.reset()
+            ckpt.wait_until_finished()
+            check_saves(ckpt, wd)
+        finally:
+            interrupts.close()
+
+        # --- Final evaluation; results.json last: its existence means complete ---------
+        final_step = int(jax.device_get(state.step))
+        eval_result = run_eval(final_step)
+        # What results.json holds, exactly (JSON keys are strings; no NaN).
+        results = json.loads(json_text({"step": final_step, "train_loss": last_loss, "eval": eval_result}))
+        if main:
+            panel = viz.validation_panel(evaluator.shown, labels)
+            writer.write_images(final_step, {"val/panel": panel})
+            writer.close()
+            wd.write_png("panel.png", panel)
+            wd.write_results(results)
+        distributed.sync("pcv-train-done")
+        return results
     finally:
-        ckpt.wait_until_finished()
+        if ckpt is not None:
+            try:
+                ckpt.wait_until_finished()
+            except Exception:  # noqa: BLE001  reported by check_saves already, or by the loop's own error
+                pass
+            ckpt.close()
         if hasattr(train_batches, "close"):  # stops worker processes and read threads
             train_batches.close()
 
-    # --- Final evaluation -----------------------------------------------------
-    final_step = int(jax.device_get(state["step"]))
-    eval_result, shown = run_eval(final_step)
-    writer.write_scalars(final_step, _eval_scalars(eval_result))
-    if last_loss is None:  # nothing trained in this process (already at the last step)
-        last_loss = float("nan")
-    results = {"step": final_step, "train_loss": last_loss, "eval": eval_result}
-    if is_main:
-        with open(os.path.join(workdir, "results.json"), "w") as f:
-            json.dump(results, f, indent=2)
-        panel = viz.validation_panel(shown, val_set.label_space)
-        viz.save_png(panel, os.path.join(workdir, "panel.png"))
-        writer.write_images(final_step, {"val/panel": panel})
-    writer.close()
-    ckpt.close()
-    return results
+
+def wd_config_text(config: Config) -> str:
+    return "\n".join(f"{k} = {v!r}" for k, v in config_lib.flat(config).items())
 
 
-def _checked_loss(parts, step):
-    loss = float(jax.device_get(parts["loss"]))
+# ----------------------------------------------------------------------------
+# Checkpoints.
+# ----------------------------------------------------------------------------
+
+
+def restore_training(wd: Workdir, ckpt, state: TrainState, iterator, log) -> tuple[int, TrainState | None]:
+    """Restore the newest checkpoint that restores; damaged newer ones are moved aside and reported.
+
+    Every host must restore the same step: a step fails if it fails on any
+    host. Returns ``(step, state)``, or ``(0, None)`` when there is nothing
+    to resume.
+    """
+    import orbax.checkpoint as ocp
+
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
+    for step in sorted(ckpt.all_steps(), reverse=True):
+        error = None
+        try:
+            restored = ckpt.restore(
+                step,
+                args=ocp.args.Composite(
+                    **{
+                        STATE_ITEM: ocp.args.PyTreeRestore(item=abstract, restore_args=restore_args),
+                        DATA_ITEM: pipeline.iterator_checkpoint_args(iterator, restore=True),
+                    }
+                ),
+            )[STATE_ITEM]
+            if int(jax.device_get(restored.step)) != step:
+                error = f"it holds step {int(jax.device_get(restored.step))}"
+        except Exception as e:  # noqa: BLE001  orbax/tensorstore/grain raise many types for a damaged file
+            error = one_line(e)
+        reasons = distributed.gather_objects(error)
+        bad = [r for r in reasons if r]
+        if not bad:
+            return step, restored
+        if distributed.is_main():
+            wd.move_aside(step, bad[0], log)
+        distributed.sync(f"pcv-moved-aside-{step}")
+        ckpt.reload()
+    return 0, None
+
+
+def save(ckpt, wd: Workdir, step: int, state: TrainState, iterator) -> None:
+    import orbax.checkpoint as ocp
+
+    try:
+        ckpt.save(
+            step,
+            args=ocp.args.Composite(
+                **{
+                    STATE_ITEM: ocp.args.PyTreeSave(state),
+                    DATA_ITEM: pipeline.iterator_checkpoint_args(iterator),
+                }
+            ),
+        )
+    except Exception as e:  # noqa: BLE001
+        raise _save_failed(ckpt, wd, e) from e
+
+
+def check_saves(ckpt, wd: Workdir) -> None:
+    """Raise :class:`CheckpointError` (one line) when a background save failed; training stops at once."""
+    try:
+        ckpt.check_for_errors()
+    except Exception as e:  # noqa: BLE001
+        raise _save_failed(ckpt, wd, e) from e
+
+
+def _save_failed(ckpt, wd: Workdir, error: BaseException) -> CheckpointError:
+    steps = wd.checkpoint_steps()
+    kept = f"step {steps[-1]}" if steps else "none yet"
+    cause = error
+    while cause.__cause__ is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__
+    return CheckpointError(
+        f"saving a checkpoint to {wd.checkpoint_dir} failed ({one_line(cause)}); training "
+        f"stopped; the last good checkpoint is kept ({kept})"
+    )
+
+
+def finite_loss(metrics, step: int, ckpt, wd: Workdir) -> float:
+    loss = float(np.asarray(metrics["loss"]))
     if not np.isfinite(loss):
-        raise FloatingPointError(f"loss is {loss} at step {step}; not saving this state")
+        latest = wd.checkpoint_steps()
+        raise DivergedError(
+            f"loss is {loss} at step {step}; stopping. The last good checkpoint in {wd.checkpoint_dir} (step "
+            f"{latest[-1] if latest else 'none'}) is kept; lower config.optimizer.learning_rate or set "
+            "config.optimizer.clip_norm and resume."
+        )
     return loss
 
 
 def _eval_scalars(result: dict) -> dict:
-    return {f"val/{group}_{k}": float(result[group][k]) for group in ("All", "Things", "Stuff") for k in ("pq", "sq", "rq")}
+    return {
+        f"val/{group}_{k}": float(result[group][k]) for group in ("All", "Things", "Stuff") for k in ("pq", "sq", "rq")
+    }
 
 
 # ----------------------------------------------------------------------------
@@ -440,31 +488,32 @@ def _eval_scalars(result: dict) -> dict:
 
 
 def main(argv=None) -> int:
-    from absl import app, flags
-    from ml_collections import config_flags
+    from absl import flags
 
-    config_flags.DEFINE_config_file("config", str(DEFAULT_CONFIG), "Training config file (path[:variant]).")
-    flags.DEFINE_string("workdir", DEFAULT_WORKDIR, "Work dir: checkpoints, logs, results.json.")
+    from pcv import cli
 
-    def run(_):
-        from absl import logging
+    fv = cli.new_flags()
+    cli.define_config_flag(fv)
+    flags.DEFINE_string(
+        "workdir", DEFAULT_WORKDIR, "Work dir (local or gs://): checkpoints, logs, results.json.", flag_values=fv
+    )
+    flags.DEFINE_bool(
+        "allow_config_change",
+        False,
+        "Resume even though fields that change what is trained "
+        "differ from the work dir's config (recorded in config_changes.jsonl).",
+        flag_values=fv,
+    )
 
-        logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
-        maybe_initialize_distributed()
-        try:
-            train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-        except (ValueError, FloatingPointError, FileNotFoundError) as e:  # bad config, data or weights
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(1)
+    def program(args, overrides):
+        if len(args) > 1:
+            raise ConfigError(f"unexpected arguments {args[1:]}; flags are --name=value")
+        distributed.initialize()
+        config = cli.load_config(fv.config, overrides)
+        results = train_and_evaluate(config, fv.workdir, allow_config_change=fv.allow_config_change)
+        return EXIT_PREEMPTED if results.get("preempted") else 0
 
-    app.run(run, argv=argv)
-    return 0
-
-
-def maybe_initialize_distributed() -> None:
-    """Join a multi-host run when the environment describes one."""
-    if os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("SLURM_NTASKS", "1") != "1":
-        jax.distributed.initialize()
+    return cli.run(fv, program, argv)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,9 @@ canvas. Plain-array helpers (:func:`colorize`, :func:`blend`) need numpy only.
 Coordinates: image pixels for the image, *map* pixels (the heads' stride-4
 output of the padded network input) for heatmaps, peaks, boxes and vote
 bins. ``scale = (sy, sx)`` is image pixels per map pixel; by default
-``image size / map size``; :func:`map_scale` gives it for an image that was
-resized and padded (:func:`pcv.evaluate.preprocess`). Map pixel ``(y, x)``
-covers image pixels ``[y * sy, (y + 1) * sy)``.
+``image size / map size``; a :class:`pcv.predictor.Prediction` carries its
+own (``prediction.scale``, its ``heatmap`` cropped to the image). Map pixel
+``(y, x)`` covers image pixels ``[y * sy, (y + 1) * sy)``.
 
 Legend: H, W image size; h, w map size; K vote bins; D the grid's field.
 """
@@ -31,12 +31,9 @@ import colorsys
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from PIL import Image
 
 from pcv.voting.grid import VoteGrid
 
-#: The heads' output stride (map pixel = STRIDE input pixels).
-STRIDE = 4
 GOLDEN = 0.6180339887498949
 
 
@@ -149,9 +146,13 @@ def figure_to_array(fig) -> np.ndarray:
     return np.asarray(fig.canvas.buffer_rgba())[..., :3].copy()
 
 
-def save_png(image: np.ndarray, path) -> None:
-    """Save a uint8 ``[H, W, 3]`` array as PNG."""
-    Image.fromarray(np.asarray(image, np.uint8)).save(path)
+def figure_png(fig) -> bytes:
+    """A figure as PNG bytes (write them with :func:`pcv.workdir.write_atomic`)."""
+    import io
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    return buffer.getvalue()
 
 
 def _figure_for(image_hw, extra_width_in: float = 0.0, max_in: float = 8.0):
@@ -164,18 +165,6 @@ def _image_axes(fig, rect=(0.0, 0.0, 1.0, 0.94)):
     ax = fig.add_axes(rect)
     ax.set_axis_off()
     return ax
-
-
-def map_scale(meta: Mapping, stride: int = STRIDE) -> tuple[float, float]:
-    """Image pixels per map pixel for an image preprocessed with ``meta`` (original / valid size)."""
-    (h, w), (vh, vw) = meta["original_size"], meta["valid_size"]
-    return stride * h / vh, stride * w / vw
-
-
-def valid_map_size(meta: Mapping, stride: int = STRIDE) -> tuple[int, int]:
-    """The part ``[:h, :w]`` of a map that covers the image (not the padding)."""
-    vh, vw = meta["valid_size"]
-    return -(-vh // stride), -(-vw // stride)
 
 
 def _scale(image, map_hw, scale):
@@ -338,7 +327,9 @@ def backprojection(
     ax.add_collection(PatchCollection(cells, facecolor="none", edgecolor="white", linewidth=0.6, alpha=0.8))
     y0, x0, y1, x1 = box
     ax.add_patch(
-        Rectangle((x0 * sx, y0 * sy), (x1 - x0 + 1) * sx, (y1 - y0 + 1) * sy, fill=False, edgecolor="red", linewidth=1.5)
+        Rectangle(
+            (x0 * sx, y0 * sy), (x1 - x0 + 1) * sx, (y1 - y0 + 1) * sy, fill=False, edgecolor="red", linewidth=1.5
+        )
     )
     ax.plot([(px + 0.5) * sx], [(py + 0.5) * sy], marker="+", color="red", markersize=10, markeredgewidth=2)
     ax.set_xlim(0, image.shape[1])
@@ -357,27 +348,23 @@ def validation_panel(shown, label_space, *, cell_in: float = 2.0) -> np.ndarray:
     """Rows of input | ground truth | prediction | vote heatmap (peaks marked), uint8 ``[H, W, 3]``.
 
     Args:
-      shown: ``(example, result)`` pairs: ``example`` has ``image``,
-        ``segment_ids``, ``segments_info``; ``result`` is one image's output
-        of :func:`pcv.inference.panoptic_inference` with its maps at the
-        image's size (:func:`pcv.evaluate.result_to_original`).
+      shown: ``(example, prediction)`` pairs: ``example`` has ``image``,
+        ``segment_ids``, ``segments_info``; ``prediction`` is its
+        :class:`pcv.predictor.Prediction`.
       label_space: the dataset's :class:`pcv.data.LabelSpace`.
     """
-    from pcv.inference import to_coco_panoptic
-
     if not shown:
         return np.zeros((1, 1, 3), np.uint8)
     categories = list(label_space.categories)
     rows = len(shown)
     fig = new_figure(4 * cell_in, rows * cell_in + 0.3)
     titles = ("input", "ground truth", "prediction", "heatmap + peaks")
-    for r, (example, result) in enumerate(shown):
+    for r, (example, prediction) in enumerate(shown):
         image = _rgb(example["image"])
-        id_map, segments = to_coco_panoptic(result, label_space.category_ids, label_space.thing_mask)
         pictures = (
             image,
             colorize(example["segment_ids"], example["segments_info"], categories),
-            colorize(id_map, segments, categories),
+            colorize(prediction.ids, prediction.segments_info, categories),
         )
         for c in range(4):
             ax = fig.add_subplot(rows, 4, r * 4 + c + 1)
@@ -387,15 +374,12 @@ def validation_panel(shown, label_space, *, cell_in: float = 2.0) -> np.ndarray:
             if c < 3:
                 ax.imshow(pictures[c], interpolation="nearest")
                 continue
-            heat = np.asarray(result["heatmap"], np.float32)
-            meta = result.get("meta")
-            if meta is not None:
-                hh, hw = valid_map_size(meta)
-                heat, (sy, sx) = heat[:hh, :hw], map_scale(meta)
-            else:
-                sy, sx = image.shape[0] / heat.shape[0], image.shape[1] / heat.shape[1]
-            ax.imshow(heat, cmap="inferno", interpolation="nearest", extent=(0, heat.shape[1] * sx, heat.shape[0] * sy, 0))
-            peaks = np.asarray(result["peaks"])[np.asarray(result["instance_valid"], bool)]
+            heat = np.asarray(prediction.heatmap, np.float32)
+            sy, sx = prediction.scale
+            ax.imshow(
+                heat, cmap="inferno", interpolation="nearest", extent=(0, heat.shape[1] * sx, heat.shape[0] * sy, 0)
+            )
+            peaks = np.asarray(prediction.peaks)[np.asarray(prediction.instance_valid, bool)]
             ax.plot((peaks[:, 1] + 0.5) * sx, (peaks[:, 0] + 0.5) * sy, "c+", markersize=6)
             ax.set_xlim(0, image.shape[1])
             ax.set_ylim(image.shape[0], 0)

@@ -1,18 +1,21 @@
-"""A smoke-trained PCV model for the tests of the tools that use one (evaluate, predict).
+"""A smoke-trained PCV model for the tests of the tools that use one (evaluate, predict, export).
 
 Not a test module: ``from smoke_model import smoke_config, train_smoke``.
 """
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from pcv.config_files import CONFIG_DIR, load_config_file
+from pcv import configs
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def smoke_config(**overrides):
-    """configs/synthetic.py:smoke with dotted-key overrides, e.g. ``{"data.num_val": 4}``."""
-    config = load_config_file(CONFIG_DIR / "synthetic.py", "smoke")
+    """``synthetic:smoke`` (a ConfigDict) with dotted-key overrides, e.g. ``{"data.num_val": 4}``."""
+    config = configs.load("synthetic:smoke")
     for key, value in overrides.items():
         node = config
         *path, last = key.split(".")
@@ -27,4 +30,18 @@ def train_smoke(workdir) -> dict:
     from pcv import train
 
     config = smoke_config(steps=4, checkpoint_every=2, **{"data.num_val": 4})
-    return train.train_and_evaluate(config, str(workdir))
+    return train.train_and_evaluate(config, str(workdir), log=lambda *a, **k: None)
+
+
+def run_command(module: str, *args, env=None, timeout=300, **kwargs) -> subprocess.CompletedProcess:
+    """``python -m <module> <args>`` in a fresh process (the test environment, CPU)."""
+    full_env = dict(os.environ, **(env or {}))
+    return subprocess.run(
+        [sys.executable, "-m", module, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=kwargs.pop("cwd", ROOT),
+        env=full_env,
+        timeout=timeout,
+        **kwargs,
+    )

@@ -4,7 +4,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from pcv.voting import DEFAULT_GRID, SMALL_GRID, VoteGrid, aggregate_votes, aggregate_votes_by_class
 

@@ -102,8 +102,12 @@ def _png_extra_id(j, p, i):
 
 
 def _segment_missing(j, p, i):
-    edit_json(j, lambda d: d["annotations"][0]["segments_info"].append(
-        {"id": 4242, "category_id": 1, "iscrowd": 0, "area": 5, "bbox": [0, 0, 1, 5]}))
+    edit_json(
+        j,
+        lambda d: d["annotations"][0]["segments_info"].append(
+            {"id": 4242, "category_id": 1, "iscrowd": 0, "area": 5, "bbox": [0, 0, 1, 5]}
+        ),
+    )
     return "segment id 4242 in segments_info has no pixels", FIRST_PNG
 
 
@@ -135,8 +139,15 @@ def _palette_png(j, p, i):
 
 
 # Found when reading (decoding) the example.
-READ_ERRORS = [_png_extra_id, _segment_missing, _truncated_jpeg, _size_mismatch, _json_size_mismatch,
-               _area_mismatch, _palette_png]
+READ_ERRORS = [
+    _png_extra_id,
+    _segment_missing,
+    _truncated_jpeg,
+    _size_mismatch,
+    _json_size_mismatch,
+    _area_mismatch,
+    _palette_png,
+]
 
 
 @pytest.mark.parametrize("corrupt", READ_ERRORS, ids=lambda f: f.__name__)
@@ -221,8 +232,10 @@ def write_tiny(root: Path, entries) -> tuple[Path, Path, Path]:
         Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(root / "img" / f"{name}.jpg")
         images.append({"id": n + 1, "file_name": f"{name}.jpg", "height": h, "width": w})
         anns.append({"image_id": n + 1, "file_name": f"{name}.png", "segments_info": segs})
-    cats = [{"id": 1, "name": "person", "isthing": 1, "color": [220, 20, 60]},
-            {"id": 125, "name": "grass", "isthing": 0, "color": [0, 255, 0]}]
+    cats = [
+        {"id": 1, "name": "person", "isthing": 1, "color": [220, 20, 60]},
+        {"id": 125, "name": "grass", "isthing": 0, "color": [0, 255, 0]},
+    ]
     (root / "ann.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
     return root / "ann.json", root / "png", root / "img"
 
@@ -258,8 +271,9 @@ def fake_coco_zips(manual: Path, splits=("val",), nested_compression=zipfile.ZIP
                 for png in sorted((SAMPLE / "panoptic").iterdir()):
                     z.write(png, f"{name}/{png.name}")
             ann_zip.write(SAMPLE / "panoptic.json", f"annotations/{name}.json")
-            ann_zip.writestr(zipfile.ZipInfo(f"annotations/{name}.zip"), inner.getvalue(),
-                             compress_type=nested_compression)
+            ann_zip.writestr(
+                zipfile.ZipInfo(f"annotations/{name}.zip"), inner.getvalue(), compress_type=nested_compression
+            )
             with zipfile.ZipFile(manual / f"{split}2017.zip", "w", compression=zipfile.ZIP_DEFLATED) as z:
                 for jpg in sorted((SAMPLE / "images").iterdir()):
                     z.write(jpg, f"{split}2017/{jpg.name}")
@@ -294,14 +308,19 @@ def test_coco_extracted_folders(tmp_path):
     shutil.copytree(SAMPLE / "panoptic", root / "annotations" / "panoptic_val2017")
     shutil.copytree(SAMPLE / "images", root / "val2017")
     shutil.copy(SAMPLE / "panoptic.json", root / "annotations" / "panoptic_val2017.json")
-    assert_same_examples(coco2017(root, "val"), custom(SAMPLE / "panoptic.json", SAMPLE / "panoptic", SAMPLE / "images"))
+    assert_same_examples(
+        coco2017(root, "val"), custom(SAMPLE / "panoptic.json", SAMPLE / "panoptic", SAMPLE / "images")
+    )
 
 
 def test_cityscapes_layout(tmp_path):
-    assert cityscapes_image_name("aachen_000000_000019_leftImg8bit.png") == \
-        "aachen/aachen_000000_000019_leftImg8bit.png"
-    assert cityscapes_image_name("aachen_000000_000019_gtFine_panoptic.png") == \
-        "aachen/aachen_000000_000019_leftImg8bit.png"
+    assert (
+        cityscapes_image_name("aachen_000000_000019_leftImg8bit.png") == "aachen/aachen_000000_000019_leftImg8bit.png"
+    )
+    assert (
+        cityscapes_image_name("aachen_000000_000019_gtFine_panoptic.png")
+        == "aachen/aachen_000000_000019_leftImg8bit.png"
+    )
     # The sample re-laid out like createPanopticImgs' output (string image ids, per-city folders).
     root = tmp_path / "cityscapes"
     (root / "gtFine" / "cityscapes_panoptic_val").mkdir(parents=True)
@@ -309,9 +328,13 @@ def test_cityscapes_layout(tmp_path):
     for n, (img, ann) in enumerate(zip(gt["images"], gt["annotations"])):
         stem = f"frankfurt_00000{n}_000019"
         (root / "leftImg8bit" / "val" / "frankfurt").mkdir(parents=True, exist_ok=True)
-        shutil.copy(SAMPLE / "images" / img["file_name"], root / "leftImg8bit" / "val" / "frankfurt" / f"{stem}_leftImg8bit.png")
-        shutil.copy(SAMPLE / "panoptic" / ann["file_name"],
-                    root / "gtFine" / "cityscapes_panoptic_val" / f"{stem}_gtFine_panoptic.png")
+        shutil.copy(
+            SAMPLE / "images" / img["file_name"], root / "leftImg8bit" / "val" / "frankfurt" / f"{stem}_leftImg8bit.png"
+        )
+        shutil.copy(
+            SAMPLE / "panoptic" / ann["file_name"],
+            root / "gtFine" / "cityscapes_panoptic_val" / f"{stem}_gtFine_panoptic.png",
+        )
         img.update(id=stem, file_name=f"{stem}_leftImg8bit.png")
         ann.update(image_id=stem, file_name=f"{stem}_gtFine_panoptic.png")
     (root / "gtFine" / "cityscapes_panoptic_val.json").write_text(json.dumps(gt))

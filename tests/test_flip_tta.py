@@ -108,7 +108,8 @@ def test_tta_of_a_flip_equivariant_network_is_its_plain_prediction():
     np.testing.assert_allclose(  # the toy is what it claims to be
         np.asarray(equivariant(jnp.flip(x, axis=2))["votes"]),
         np.asarray(mirror_outputs(out, GRID)["votes"]),
-        rtol=1e-5, atol=1e-5,
+        rtol=1e-5,
+        atol=1e-5,
     )
     tta = flip_tta(equivariant, x, GRID)
     for key in ("semantic", "votes"):

@@ -1,4 +1,4 @@
-"""Grid geometry: the DESIGN.md table, tiling, query mask, bin_of_offset."""
+"""Grid geometry: the K = 17 table of the paper's construction, tiling, query mask, bin_of_offset."""
 
 import numpy as np
 import pytest

@@ -223,8 +223,21 @@ def test_batched_matches_single_and_coco_export():
         np.testing.assert_array_equal(batched[key][0], single[key], err_msg=key)
     one = jax.tree.map(np.asarray, single)
     id_map, info = to_coco_panoptic(one, category_ids=[10, 20, 30, 40], thing_mask=THING)
-    assert id_map.shape == (40, 48) and id_map.dtype == np.uint32
+    assert id_map.shape == (40, 48) and id_map.dtype == np.int32
     assert sorted(s["category_id"] for s in info) == [10, 20, 30]
+    assert [s["id"] for s in info] == list(range(1, len(info) + 1))  # ids 1, 2, ... in order
+    for s in info:  # instances carry scores: the peak's heat and the class probability
+        if s["isthing"]:
+            assert 0 < s["class_score"] <= 1 and s["peak_heat"] >= CFG.threshold and s["score"] == s["class_score"]
+        else:
+            assert "score" not in s
+    _, scored = to_coco_panoptic(one, [10, 20, 30, 40], THING, names="abcd", threshold=CFG.threshold)
+    for s in scored:
+        assert s["category_name"] == "abcd"[[10, 20, 30, 40].index(s["category_id"])]
+        if s["isthing"]:
+            assert s["score"] == pytest.approx(
+                s["class_score"] * s["peak_heat"] / (s["peak_heat"] + CFG.threshold), abs=2e-6
+            )
     for s in info:
         assert (id_map == s["id"]).sum() == s["area"]
         x, y, w, h = s["bbox"]
@@ -247,7 +260,8 @@ def test_bad_inputs():
 
 
 def test_inference_under_pmap_and_shard_map_matches_single_images():
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from jax.sharding import Mesh, NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     rng = np.random.default_rng(7)
     ids = np.full((16, 16), 1)

@@ -1,4 +1,4 @@
-"""The PCV loss against a direct numpy computation (DESIGN §4)."""
+"""The PCV loss against a direct numpy computation (the rules in pcv.losses)."""
 
 import jax
 import jax.numpy as jnp

@@ -107,11 +107,15 @@ def test_small_shapes_dtypes_and_eval_mode_is_per_image(small_bn):
     other, _ = forward(graphdef)(state, x.at[0].set(images(1, 64, 96, seed=9)[0]))
     assert_close(other["votes"][1], out["votes"][1])
     assert np.abs(other["votes"][0] - out["votes"][0]).max() > 1e-3
-    jax.tree.map(np.testing.assert_array_equal, nnx.state(small_bn, nnx.BatchStat), nnx.filter_state(new_state, nnx.BatchStat))
+    jax.tree.map(
+        np.testing.assert_array_equal, nnx.state(small_bn, nnx.BatchStat), nnx.filter_state(new_state, nnx.BatchStat)
+    )
 
 
 def test_bf16_compute_keeps_float32_params_and_logits(small_bn):
-    abstract = nnx.eval_shape(lambda: PCVNet(C, K, **SMALL, backbone_norm="batch", head_norm="batch", dtype=jnp.bfloat16))
+    abstract = nnx.eval_shape(
+        lambda: PCVNet(C, K, **SMALL, backbone_norm="batch", head_norm="batch", dtype=jnp.bfloat16)
+    )
     abstract.eval()
     graphdef, abstract_state = nnx.split(abstract)
     assert all(leaf.dtype == jnp.float32 for leaf in jax.tree.leaves(abstract_state))
@@ -333,4 +337,3 @@ def test_fpn_and_fusion_structure():
     assert [len(level) for level in fusion.stages] == [1, 1, 2, 3]  # P2..P5
     fused = nnx.eval_shape(lambda m, p: m(p), fusion, pyramid)
     assert fused.shape == (1, 16, 16, 8)
-

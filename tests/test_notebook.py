@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+
 from smoke_model import ROOT
 
 NOTEBOOK = ROOT / "notebooks" / "demo.ipynb"
@@ -15,7 +16,11 @@ def code_cells():
     return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"]
 
 
-def test_cells_are_plain_python_and_the_install_is_guarded():
+def test_cells_are_plain_python_outputs_stripped_and_the_install_guarded():
+    nb = json.loads(NOTEBOOK.read_text())
+    for c in nb["cells"]:
+        if c["cell_type"] == "code":
+            assert c["outputs"] == [] and c["execution_count"] is None, "notebook outputs must be stripped"
     cells = code_cells()
     for i, source in enumerate(cells):
         for line in source.splitlines():
@@ -34,16 +39,14 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     for i, source in enumerate(code_cells()):
         try:
             exec(compile(source, f"{NOTEBOOK.name} code cell {i}", "exec"), ns)
-        except Exception as e:  # name the cell that broke
+        except Exception as e:  # noqa: BLE001  name the cell that broke
             pytest.fail(f"code cell {i} raised {type(e).__name__}: {e}\n--- cell ---\n{source}")
-    assert not (tmp_path / "pcv_repo").exists()  # nothing fetched outside Colab
     assert ns["SMOKE"] and ns["results"]["step"] == 2
-    assert ns["scores"]["eval"] == ns["results"]["eval"] or (
-        json.loads(json.dumps(ns["scores"]["eval"])) == ns["results"]["eval"]
-    )
+    assert json.loads(json.dumps(ns["scores"]["eval"])) == ns["results"]["eval"]
     for name in ("overlay_prediction", "overlay_truth", "heatmap_picture", "backprojection_picture"):
         picture = ns[name]
         assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.shape[0] > 50
-    heat = np.asarray(ns["heat"])
-    np.testing.assert_allclose(heat[0], ns["prediction"]["heatmap"], rtol=1e-5, atol=1e-5)
+    h, w = ns["prediction"].heatmap.shape
+    np.testing.assert_allclose(np.asarray(ns["heat"])[0, :h, :w], ns["prediction"].heatmap, rtol=1e-5, atol=1e-5)
     assert ns["grad"].shape == ns["logits"]["votes"].shape
+    assert ns["prediction"].ids.shape == ns["example"]["image"].shape[:2]

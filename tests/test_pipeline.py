@@ -4,12 +4,14 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from pcv.data import SyntheticPanoptic, denormalize_images, segments_from_ids
-from pcv.data import pipeline
+from pcv.config import DataConfig
+from pcv.data import SyntheticPanoptic, pipeline, segments_from_ids
 from pcv.data.panoptic import LabelSpace
+from pcv.data.transforms import EvalGeometry
 from pcv.voting import VoteGrid
 
 GRID = VoteGrid(((1, 1), (3, 1)))
+GEOMETRY = EvalGeometry(48, 64, (64, 64))
 LABELS = LabelSpace([{"id": 1, "name": "thing", "isthing": 1}, {"id": 2, "name": "stuff", "isthing": 0}])
 
 
@@ -38,14 +40,22 @@ class IndexedSource:
 
 def indices_of(batch):
     """The source index of each image of a batch (top-left pixel, never padding with crop 32 x 32)."""
-    pixels = denormalize_images(batch["images"][:, 0, 0]).astype(int)
+    pixels = batch["images"][:, 0, 0].astype(int)
     return (pixels[:, 0] + 256 * pixels[:, 1]).tolist()
 
 
-def loader(source, **kw):
-    args = dict(batch_size=4, seed=3, crop_size=(32, 32), scale_range=(0.8, 1.25), hflip=True)
-    args.update(kw)
-    return pipeline.train_dataset(source, GRID, **args)
+def loader(source, batch_size=4, seed=3, process_index=None, process_count=None, **data):
+    fields = dict(crop_size=(32, 32), scale_range=(0.8, 1.25), hflip=True)
+    fields.update(data)
+    return pipeline.train_dataset(
+        source,
+        GRID,
+        DataConfig(**fields),
+        batch_size=batch_size,
+        seed=seed,
+        process_index=process_index,
+        process_count=process_count,
+    )
 
 
 def take(it, n):
@@ -66,7 +76,7 @@ def test_fixed_shapes_from_variable_sizes_and_determinism():
     b = take(iter(loader(src, process_index=0, process_count=1)), 3)
     assert_same(a, b)
     for batch in a:
-        assert batch["images"].shape == (4, 32, 32, 3) and batch["images"].dtype == np.float32
+        assert batch["images"].shape == (4, 32, 32, 3) and batch["images"].dtype == np.uint8
         for k in ("semantic", "votes", "weights"):
             assert batch[k].shape == (4, 8, 8)
     c = take(iter(loader(src, seed=4, process_index=0, process_count=1)), 3)
@@ -91,7 +101,7 @@ def test_host_shares_are_disjoint_and_make_up_the_global_batch():
         assert not set(h0) & set(h1)
         assert sorted(h0 + h1) == sorted(indices_of(one_host[s]))
         # Augmentation follows the global position: the same example is transformed identically.
-        for h, share in enumerate(shares):
+        for share in shares:
             for j, idx in enumerate(indices_of(share[s])):
                 k = indices_of(one_host[s]).index(idx)
                 np.testing.assert_array_equal(share[s]["votes"][j], one_host[s]["votes"][k])
@@ -115,7 +125,9 @@ def test_state_in_an_orbax_checkpoint_next_to_the_train_state(tmp_path):
     take(it, 2)
     mngr = ocp.CheckpointManager(tmp_path, item_names=("default", "data"))
     state = {"w": np.arange(3.0)}
-    mngr.save(2, args=ocp.args.Composite(default=ocp.args.StandardSave(state), data=pipeline.iterator_checkpoint_args(it)))
+    mngr.save(
+        2, args=ocp.args.Composite(default=ocp.args.StandardSave(state), data=pipeline.iterator_checkpoint_args(it))
+    )
     expected = take(it, 2)  # drawn while the save may still be writing
     mngr.wait_until_finished()
     mngr.close()
@@ -160,7 +172,7 @@ def test_train_errors():
 
 def test_eval_batches_fixed_shape_padded_tail_and_meta():
     src = IndexedSource(7)
-    batches = list(pipeline.eval_batches(src, batch_size=3, short_side=48, max_size=64, process_index=0, process_count=1))
+    batches = list(pipeline.eval_batches(src, GEOMETRY, batch_size=3, process_index=0, process_count=1))
     assert len(batches) == 3
     for b in batches:
         assert b["images"].shape == (3, 64, 64, 3) and len(b["meta"]) == len(b["examples"]) == 3
@@ -179,8 +191,11 @@ def test_eval_batches_fixed_shape_padded_tail_and_meta():
 def test_eval_batches_host_shares():
     src = IndexedSource(5)
     shares = [
-        [m["image_id"] for b in pipeline.eval_batches(src, batch_size=4, short_side=48, max_size=64,
-                                                      process_index=h, process_count=2) for m in b["meta"]]
+        [
+            m["image_id"]
+            for b in pipeline.eval_batches(src, GEOMETRY, batch_size=4, process_index=h, process_count=2)
+            for m in b["meta"]
+        ]
         for h in range(2)
     ]
     assert len(shares[0]) == len(shares[1]) == 4  # same number of batches on every host
@@ -189,18 +204,111 @@ def test_eval_batches_host_shares():
 
 def test_eval_batches_fixed_size_source_and_errors():
     src = SyntheticPanoptic("val", size=(64, 64), num_examples=3, seed=0)
-    (b,) = pipeline.eval_batches(src, batch_size=4, process_index=0, process_count=1)
+    geometry = EvalGeometry.from_config(DataConfig(image_size=(64, 64)))
+    (b,) = pipeline.eval_batches(src, geometry, batch_size=4, process_index=0, process_count=1)
     assert b["images"].shape == (4, 64, 64, 3) and b["valid"].tolist() == [True, True, True, False]
-    np.testing.assert_allclose(denormalize_images(b["images"][0]), src[0]["image"], atol=1)
+    np.testing.assert_array_equal(b["images"][0], src[0]["image"])
+    assert b["index"].tolist() == [0, 1, 2, 2]
     with pytest.raises(ValueError, match="multiple of the 2 hosts"):
-        pipeline.eval_batches(src, batch_size=3, process_index=0, process_count=2)
-    with pytest.raises(ValueError, match="multiples of 32"):
-        pipeline.eval_batches(src, batch_size=2, pad_shape=(70, 64), process_index=0, process_count=1)
+        pipeline.eval_batches(src, geometry, batch_size=3, process_index=0, process_count=2)
 
 
-def test_data_options_defaults():
-    import ml_collections
+def test_training_crop_defaults_to_the_image_size():
+    assert DataConfig(image_size=(64, 96)).train_crop == (64, 96)
+    assert DataConfig(image_size=(64, 96), crop_size=(32, 32)).train_crop == (32, 32)
 
-    c = ml_collections.ConfigDict({"data": {"image_size": (64, 96)}})
-    opts = pipeline.data_options(c)
-    assert opts["crop_size"] == (64, 96) and opts["scale_range"] == (1.0, 1.0) and opts["num_workers"] == 0
+
+WORKER_SCRIPT = """
+import os, sys, time
+
+def main():
+    from pcv.config import DataConfig
+    from pcv.data import SyntheticPanoptic, pipeline
+    from pcv.voting import VoteGrid
+
+    src = SyntheticPanoptic("train", size=(64, 64), seed=0)
+    data = DataConfig(image_size=(64, 64), num_workers=2)
+    it = iter(pipeline.train_dataset(src, VoteGrid(((1, 1), (3, 1))), data, batch_size=4, seed=0,
+                                     process_index=0, process_count=1))
+    for _ in range(3):
+        next(it)
+    print("READY", flush=True)
+    if sys.argv[1] == "close":
+        it.close()
+        print("CLOSED", flush=True)
+        return
+    time.sleep(120)
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def _children(pid):
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def _alive(pid):
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _shm():
+    import os
+
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+@pytest.mark.parametrize("ending", ["close", "kill -9"])
+def test_worker_processes_end_with_the_trainer_and_leave_no_shared_memory(tmp_path, ending):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "workers.py"
+    script.write_text(WORKER_SCRIPT)
+    before = _shm()
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "close" if ending == "close" else "wait"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path)),
+    )
+    try:
+        assert proc.stdout.readline().strip() == "READY"
+        workers = [p for p in _children(proc.pid)]
+        assert len(workers) >= 2  # the two workers (and multiprocessing's resource tracker)
+        if ending == "close":
+            out, err = proc.communicate(timeout=60)
+            assert "CLOSED" in out and proc.returncode == 0
+            assert "leaked" not in err, err[-2000:]
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        deadline = time.time() + 10
+        while any(_alive(p) for p in workers) and time.time() < deadline:
+            time.sleep(0.2)
+        survivors = [p for p in workers if _alive(p)]
+        assert not survivors, "worker processes outlived the trainer"
+        assert _shm() - before == set(), "shared memory segments left behind"
+    finally:
+        for pid in _children(proc.pid) + [p for p in locals().get("workers", []) if _alive(p)]:
+            os.kill(pid, signal.SIGKILL)  # never leave a process behind, even when the test fails
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        proc.stdout.close()
+        proc.stderr.close()

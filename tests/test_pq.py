@@ -29,10 +29,11 @@ from pcv.evaluation import (
     pq_image_stats,
     rgb2id,
 )
-from pcv.evaluation import pq as pq_module
+from pcv.pq import main as pq_command
 
 REPO = Path(__file__).parents[1]
 from shared_data import SAMPLE  # noqa: E402
+
 SAMPLE_JSON = SAMPLE / "panoptic.json"
 
 
@@ -577,7 +578,7 @@ def test_input_error_is_a_value_error():
 
 def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "result.json"
-    rc = pq_module.main(["--gt-json", str(SAMPLE_JSON), "--pred-json", str(SAMPLE_JSON), "--output", str(out)])
+    rc = pq_command([f"--gt_json={SAMPLE_JSON}", f"--pred_json={SAMPLE_JSON}", f"--output={out}"])
     assert rc == 0
     printed = capsys.readouterr().out
     lines = printed.splitlines()
@@ -592,20 +593,35 @@ def test_cli_prints_table_and_writes_json(tmp_path, capsys):
 
 def test_cli_bad_input_exits_nonzero_without_traceback(tmp_path, capsys):
     gt_json, pred_json = small_set(tmp_path, pred_segments=[seg(41, 1), seg(42, 3), seg(555, 2)])
-    rc = pq_module.main(["--gt-json", str(gt_json), "--pred-json", str(pred_json)])
+    rc = pq_command([f"--gt_json={gt_json}", f"--pred_json={pred_json}"])
     captured = capsys.readouterr()
-    assert rc != 0
+    assert rc == 1
     assert captured.err.startswith("error:") and "555" in captured.err and "img_7.png" in captured.err
-    assert "Traceback" not in captured.err
+    assert captured.err.count("\n") == 1
+
+
+def test_cli_null_segments_info_is_one_line(tmp_path, capsys):
+    gt_json, pred_json = small_set(tmp_path)
+    pred = json.loads(pred_json.read_text())
+    pred["annotations"][0]["segments_info"] = None
+    pred_json.write_text(json.dumps(pred))
+    assert pq_command([f"--gt_json={gt_json}", f"--pred_json={pred_json}"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "segments_info None; expected a list" in err and str(pred_json) in err
+    assert pq_command([f"--gt_json={tmp_path}/missing.json", f"--pred_json={pred_json}"]) == 1
+    assert "missing.json" in capsys.readouterr().err
 
 
 def test_cli_runs_as_module(tmp_path):
     gt_json, pred_json = small_set(tmp_path)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.run(
-        [sys.executable, "-W", "error", "-m", "pcv.evaluation.pq"]
-        + ["--gt-json", str(gt_json), "--pred-json", str(pred_json)],
-        capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+        [sys.executable, "-W", "error", "-m", "pcv.pq"] + [f"--gt_json={gt_json}", f"--pred_json={pred_json}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""

@@ -1,18 +1,18 @@
 """python -m pcv.predict on real photos of any size, with a corrupt file among them."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
-from shared_data import SAMPLE
-from smoke_model import ROOT
 
-from pcv import evaluate as ev
 from pcv import predict
+from pcv.errors import DataError
 from pcv.evaluation import read_id_png
+from pcv.predictor import Predictor, read_image
+
+from shared_data import SAMPLE
+from smoke_model import run_command
 
 pytestmark = pytest.mark.photos  # reads the sample photographs (real or stand-in)
 
@@ -25,8 +25,8 @@ def run(smoke_workdir):
 
 
 @pytest.fixture(scope="module")
-def model(run):
-    return ev.restore_model(run)
+def predictor(run):
+    return Predictor.from_workdir(run)
 
 
 @pytest.fixture()
@@ -37,16 +37,19 @@ def corrupt(tmp_path):
     return path
 
 
-def test_sample_photos_and_a_corrupt_file(model, corrupt, tmp_path):
+def quiet(*args, **kwargs):
+    pass
+
+
+def test_sample_photos_and_a_corrupt_file(predictor, corrupt, tmp_path):
     out = tmp_path / "out"
     warnings = []
-    summary = predict.predict_images(model, [IMAGES, corrupt], out, heatmap=True, log=lambda m: None,
-                                     warn=warnings.append)
+    summary = predict.predict_paths(predictor, [IMAGES, corrupt], out, heatmap=True, log=quiet, warn=warnings.append)
     photos = sorted(IMAGES.glob("*.jpg"))
     assert [p["file"] for p in summary["predicted"]] == [str(p) for p in photos]
     assert [p for p, _ in summary["skipped"]] == [str(corrupt)]
     assert len(warnings) == 1 and "broken.jpg" in warnings[0]
-    names = {c["id"]: c["name"] for c in model.label_space.categories}
+    names = {c["id"]: c["name"] for c in predictor.label_space.categories}
     coco = json.loads((out / "predictions.json").read_text())
     assert len(coco["annotations"]) == 2 and {c["id"] for c in coco["categories"]} == set(names)
     for photo, ann in zip(photos, coco["annotations"]):
@@ -67,43 +70,52 @@ def test_sample_photos_and_a_corrupt_file(model, corrupt, tmp_path):
                 assert im.size[0] > 100 and im.size[1] > 100
 
 
-def test_odd_sizes_grey_and_alpha_images(model, tmp_path):
+def test_odd_sizes_grey_alpha_and_16_bit_images(predictor, tmp_path):
     folder = tmp_path / "odd"
     folder.mkdir()
     rng = np.random.default_rng(0)
     Image.fromarray(rng.integers(0, 256, (37, 101), dtype=np.uint8), "L").save(folder / "grey.png")
     Image.fromarray(rng.integers(0, 256, (90, 20, 4), dtype=np.uint8), "RGBA").save(folder / "tall.PNG")
+    deep = (np.linspace(0, 65535, 48 * 64).reshape(48, 64)).astype(np.uint16)
+    Image.fromarray(deep).save(folder / "wide16.png")  # mode I;16
     (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
-    summary = predict.predict_images(model, [folder], tmp_path / "out", log=lambda m: None, warn=lambda m: None)
-    assert [(p["height"], p["width"]) for p in summary["predicted"]] == [(37, 101), (90, 20)]
+    summary = predict.predict_paths(predictor, [folder], tmp_path / "out", log=quiet, warn=quiet)
+    assert [(p["height"], p["width"]) for p in summary["predicted"]] == [(37, 101), (90, 20), (48, 64)]
     assert summary["skipped"] == []
     assert read_id_png(tmp_path / "out" / "tall.png").shape == (90, 20)
+    # 16-bit values are scaled to 8 bits, not clipped (clipping would turn almost all of them white).
+    rgb = read_image(folder / "wide16.png")
+    assert rgb.dtype == np.uint8 and rgb.shape == (48, 64, 3)
+    np.testing.assert_allclose(rgb[..., 0].astype(float), deep * 255.0 / 65535.0, atol=0.51)
+    assert (rgb == 255).mean() < 0.01
 
 
-def test_same_names_in_two_folders_do_not_overwrite(model, tmp_path):
+def test_same_names_in_two_folders_do_not_overwrite(predictor, tmp_path):
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
         Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / sub / "x.png")
-    summary = predict.predict_images(model, [tmp_path / "a", tmp_path / "b"], tmp_path / "out",
-                                     log=lambda m: None, warn=lambda m: None)
+    summary = predict.predict_paths(
+        predictor, [tmp_path / "a", tmp_path / "b"], tmp_path / "out", log=quiet, warn=quiet
+    )
     assert [p["stem"] for p in summary["predicted"]] == ["x", "x_1"]
 
 
 def test_read_image_and_collect_name_the_problem(corrupt, tmp_path):
-    with pytest.raises(predict.UnreadableImage, match="broken.jpg"):
-        predict.read_image(corrupt)
+    with pytest.raises(DataError, match="broken.jpg"):
+        read_image(corrupt)
     files, problems = predict.collect_images([tmp_path / "missing.jpg", tmp_path / "inputs"])
     assert files == [corrupt]
     assert problems == [(str(tmp_path / "missing.jpg"), "no such file or folder")]
 
 
 def test_command_line_exit_codes(run, corrupt, tmp_path):
-    cmd = [sys.executable, "-m", "pcv.predict", f"--workdir={run}", f"--out_dir={tmp_path / 'out'}"]
-    ok = subprocess.run(cmd + [str(IMAGES / "000000142238.jpg"), str(corrupt)],
-                        capture_output=True, text=True, cwd=ROOT, timeout=300)
+    args = [f"--workdir={run}", f"--out_dir={tmp_path / 'out'}"]
+    ok = run_command("pcv.predict", *args, "--config.inference.threshold=0.5", IMAGES / "000000142238.jpg", corrupt)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "broken.jpg" in ok.stderr and "skipped 1" in ok.stderr
     assert (tmp_path / "out" / "000000142238_overlay.png").is_file()
-    nothing = subprocess.run(cmd + [str(corrupt)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    nothing = run_command("pcv.predict", *args, corrupt)
     assert nothing.returncode == 1
     assert "broken.jpg" in nothing.stderr and "predicted 0 image(s)" in nothing.stderr
+    wrong = run_command("pcv.predict", *args, "--config.grid=((1,1),)", corrupt)
+    assert wrong.returncode == 1 and wrong.stderr.strip().endswith("only config.inference.* can change when predicting")

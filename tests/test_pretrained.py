@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from pcv.config_files import CONFIG_DIR, load_config_file
+from pcv import configs
 from pcv.models import Frozen, PCVNet, build_backbone, torchvision_key
 from pcv.models.pretrained import (
     CorruptFileError,
@@ -26,19 +26,20 @@ from pcv.models.pretrained import (
     WeightMismatchError,
     load_backbone,
     load_state_dict,
-    main,
     read_safetensors,
     read_safetensors_metadata,
     read_torch_state_dict,
     write_safetensors,
 )
 from pcv.models.resnet import max_pool_3x3_s2
+from pcv.pretrained import main
 
 C, K = 5, 17
 
 
 def synthetic_config(arg):
-    return load_config_file(CONFIG_DIR / "synthetic.py", arg)
+    return configs.load(f"synthetic:{arg}")
+
 
 # --- torchvision-layout weights, made here --------------------------------------
 
@@ -286,7 +287,9 @@ def test_resnet50_weights_do_not_fit_resnet101(r50_weights):
 def test_fc_and_num_batches_tracked_are_ignored_and_reported(r50_weights):
     report = load_backbone(abstract_backbone("resnet50", "batch"), r50_weights)
     assert isinstance(report, LoadReport)
-    assert set(report.ignored) == {"fc.weight", "fc.bias"} | {n for n in r50_weights if n.endswith("num_batches_tracked")}
+    assert set(report.ignored) == {"fc.weight", "fc.bias"} | {
+        n for n in r50_weights if n.endswith("num_batches_tracked")
+    }
     assert len(report.ignored) == 2 + 53
     assert set(report.loaded) | set(report.ignored) == set(r50_weights)
     text = str(report)
@@ -368,27 +371,28 @@ def small_file(tmp_path_factory):
 
 def test_build_model_loads_config_model_pretrained_into_pcvnet(small_file, tmp_path):
     """build_model passes config.model.pretrained to PCVNet(pretrained=...), which loads it at init."""
-    from pcv.train import build_model, validate_config
+    from pcv import config as config_lib
+    from pcv.errors import ConfigError
+    from pcv.state import build_model
+    from pcv.train import check_runtime
     from pcv.voting import VoteGrid
 
     path, weights = small_file
-    config = synthetic_config("smoke")
+    config = config_lib.from_mapping(synthetic_config("smoke"))
     assert config.model.pretrained == ""  # scratch by default
-    config.model.pretrained = str(path)
-    validate_config(config)
-    model = build_model(config, C, VoteGrid(config.grid))
+    config = config_lib.replace(config, **{"model.pretrained": str(path)})
+    check_runtime(config)
+    model = build_model(config.model, C, VoteGrid(config.grid))
     assert isinstance(model, PCVNet)
     assert_backbone_holds(model.backbone, weights)
     # A usable model: real arrays everywhere (the backbone is built abstractly, then filled).
     assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(nnx.state(model)))
 
-    config.model.pretrained = str(tmp_path / "nope.safetensors")
-    with pytest.raises(ValueError, match=r"config\.model\.pretrained: .*nope\.safetensors"):
-        validate_config(config)
-    config.model.pretrained = str(path)
-    config.model.backbone_norm = "group"
-    with pytest.raises(ValueError, match=r"config\.model\.backbone_norm"):
-        validate_config(config)
+    missing = config_lib.replace(config, **{"model.pretrained": str(tmp_path / "nope.safetensors")})
+    with pytest.raises(ConfigError, match=r"config\.model\.pretrained: .*nope\.safetensors"):
+        check_runtime(missing)
+    with pytest.raises(ConfigError, match=r"config\.model\.backbone_norm"):
+        config_lib.replace(config, **{"model.backbone_norm": "group"})
 
 
 def test_pcvnet_pretrained_errors_come_before_the_rest_of_the_init(small_file):
@@ -399,17 +403,19 @@ def test_pcvnet_pretrained_errors_come_before_the_rest_of_the_init(small_file):
         PCVNet(C, K, backbone="resnet50", backbone_norm="frozen", pretrained=str(path))
 
 
-def test_check_command(small_file, capsys):
+def test_check_command(small_file, capsys, tmp_path):
     path, _ = small_file
-    assert main(["check", str(path), "--backbone", "small", "-v"]) == 0
-    out = capsys.readouterr().out
-    assert "tensors loaded" in out and "fc.weight" in out
-    assert main(["check", str(path), "--backbone", "resnet50"]) == 1
+    assert main(["check", str(path), "--backbone=resnet50"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: pretrained weights {path} do not fit") and "layer1.0.conv3.weight" in err
+    assert err.count("\n") == 1  # one line, every name on it
+    assert main(["check", str(tmp_path / "none.safetensors")]) == 1
+    assert "none.safetensors" in capsys.readouterr().err
+    assert main(["frobnicate"]) == 1
+    assert "usage: python -m pcv.pretrained" in capsys.readouterr().err
 
 
-# --- safetensors -------------------------------------------------------------------
+# --- safetensors (the safetensors package) -------------------------------------------
 
 
 @pytest.mark.parametrize("dtype", ["<f8", "<f4", "<f2", "<i8", "<i4", "<i2", "i1", "<u2", "u1", "?"])
@@ -428,41 +434,16 @@ def test_safetensors_round_trip(tmp_path, dtype):
         assert back[k].dtype == v.dtype and back[k].shape == v.shape
         np.testing.assert_array_equal(back[k], v)
     assert read_safetensors_metadata(path) == {"format": "pt"}
-    with open(path, "rb") as f:  # header padded to 8 bytes: data aligned for 8-byte types
-        assert int.from_bytes(f.read(8), "little") % 8 == 0
 
 
 def test_safetensors_bf16_reads_as_float32(tmp_path):
     x = np.array([[1.0, -3.0, 0.15625], [65280.0, -1e-3, 3.14159]], np.float32)
     path = tmp_path / "bf16.safetensors"
-    write_safetensors(path, {"w": jnp.asarray(x, jnp.bfloat16)})
+    write_safetensors(path, {"w": np.asarray(jnp.asarray(x, jnp.bfloat16))})
     back = read_safetensors(path)["w"]
     assert back.dtype == np.float32
     np.testing.assert_array_equal(back, np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32)))
     np.testing.assert_allclose(back, x, rtol=2**-8)
-
-
-def test_files_of_the_safetensors_library(tmp_path):
-    """Interop with the reference implementation (Hugging Face's safetensors), where installed."""
-    st = pytest.importorskip("safetensors.numpy", reason="needs the safetensors package: pip install safetensors")
-    torch = pytest.importorskip("torch", reason="needs torch (a CPU build is enough): pip install torch")
-    from safetensors.torch import save_file as torch_save_file
-
-    rng = np.random.default_rng(0)
-    tensors = {"w": rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "i": np.arange(5), "h": np.ones(3, np.float16)}
-    st.save_file(tensors, tmp_path / "theirs.safetensors", metadata={"format": "np"})
-    back = read_safetensors(tmp_path / "theirs.safetensors")
-    assert back.keys() == tensors.keys()
-    for k in tensors:
-        np.testing.assert_array_equal(back[k], tensors[k])
-    write_safetensors(tmp_path / "ours.safetensors", tensors)
-    theirs = st.load_file(tmp_path / "ours.safetensors")
-    for k in tensors:
-        np.testing.assert_array_equal(theirs[k], tensors[k])
-    # bf16 as timm stores some checkpoints
-    bf = torch.randn(2, 5).bfloat16()
-    torch_save_file({"b": bf}, tmp_path / "bf16.safetensors")
-    np.testing.assert_array_equal(read_safetensors(tmp_path / "bf16.safetensors")["b"], bf.float().numpy())
 
 
 def hand_made_file(path, header, data):
@@ -472,11 +453,11 @@ def hand_made_file(path, header, data):
 
 
 def test_read_safetensors_of_a_file_written_by_hand(tmp_path):
-    """The format as the spec gives it, not as our writer happens to write it."""
+    """The format as the spec gives it (8-byte length, JSON header, data), not as a writer happens to write it."""
     header = {
         "__metadata__": {"format": "pt"},
-        "b": {"dtype": "BF16", "shape": [2], "data_offsets": [8, 12]},
         "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+        "b": {"dtype": "BF16", "shape": [2], "data_offsets": [8, 12]},
         "m": {"dtype": "BOOL", "shape": [1, 2], "data_offsets": [12, 14]},
     }
     data = struct.pack("<ff", 1.5, -2.0) + struct.pack("<HH", 0x3F80, 0xC040) + b"\x01\x00"
@@ -484,32 +465,24 @@ def test_read_safetensors_of_a_file_written_by_hand(tmp_path):
     np.testing.assert_array_equal(t["a"], [1.5, -2.0])
     np.testing.assert_array_equal(t["b"], [1.0, -3.0])  # bf16 0x3F80 = 1, 0xC040 = -3
     np.testing.assert_array_equal(t["m"], [[True, False]])
-    assert t["a"].flags.writeable
 
 
 GOOD = {"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
 
 
 @pytest.mark.parametrize(
-    "header, data, match",
+    "header, data",
     [
-        (GOOD, b"\0" * 5, "ends at byte 8 .* only 5 bytes .*truncated"),
-        (GOOD, b"\0" * 12, "4 bytes after the last tensor"),
-        ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8, "hold 8 bytes, F32\\[3\\] needs 12"),
-        ({"a": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8, "dtype 'C64'"),
-        ({"a": {"dtype": "F32", "shape": [2]}}, b"\0" * 8, "lacks dtype/shape/data_offsets"),
-        ({"a": {"dtype": "F32", "shape": [-2], "data_offsets": [0, 8]}}, b"\0" * 8, "not a list of sizes"),
-        (
-            {"a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}, "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}},
-            b"\0" * 8,
-            "gap or overlap",
-        ),
-        ([1, 2], b"", "JSON list"),
+        (GOOD, b"\0" * 5),  # truncated data
+        ({"a": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}, b"\0" * 8),  # shape and size disagree
+        ({"a": {"dtype": "X9", "shape": [1], "data_offsets": [0, 8]}}, b"\0" * 8),  # unknown dtype
+        ({"a": {"dtype": "F32", "shape": [2]}}, b"\0" * 8),  # no offsets
+        ([1, 2], b""),  # not an object
     ],
 )
-def test_corrupt_safetensors_errors_name_the_file(tmp_path, header, data, match):
+def test_corrupt_safetensors_errors_name_the_file(tmp_path, header, data):
     path = hand_made_file(tmp_path / "bad.safetensors", header, data)
-    with pytest.raises(CorruptFileError, match=f"bad.safetensors: .*{match}"):
+    with pytest.raises(CorruptFileError, match="bad.safetensors: not a valid safetensors file"):
         read_safetensors(path)
 
 
@@ -517,15 +490,12 @@ def test_truncated_and_garbage_safetensors(tmp_path, small_file):
     path, _ = small_file
     raw = path.read_bytes()
     cut = tmp_path / "cut.safetensors"
-    for size, match in [(len(raw) - 100, "truncated"), (50, "does not fit .*truncated"), (3, "shorter than the 8-byte")]:
+    for size in (len(raw) - 100, 50, 3):
         cut.write_bytes(raw[:size])
-        with pytest.raises(CorruptFileError, match=f"cut.safetensors: .*{match}"):
+        with pytest.raises(CorruptFileError, match="cut.safetensors: not a valid safetensors file"):
             read_safetensors(cut)
     cut.write_bytes((10).to_bytes(8, "little") + b"not json!!")
-    with pytest.raises(CorruptFileError, match="not UTF-8 JSON"):
-        read_safetensors(cut)
-    cut.write_bytes((2**40).to_bytes(8, "little") + b"{}")
-    with pytest.raises(CorruptFileError, match="over the format's limit"):
+    with pytest.raises(CorruptFileError, match="cut.safetensors"):
         read_safetensors(cut)
 
 
@@ -549,7 +519,7 @@ def test_load_state_dict_by_extension_or_content(tmp_path, small_file):
 def test_torch_file_without_torch_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # import torch -> ImportError
     (tmp_path / "r.pth").write_bytes(b"PK\x03\x04")
-    with pytest.raises(ImportError, match="(?s)r.pth needs torch.*pip install torch.*convert"):
+    with pytest.raises(ImportError, match="(?s)r.pth needs torch.*pip install torch.*pcv.pretrained convert"):
         load_state_dict(tmp_path / "r.pth")
 
 

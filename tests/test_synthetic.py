@@ -25,14 +25,14 @@ from pcv.data import (
     make_datasets,
     normalize_images,
     segments_from_ids,
-    write_coco_panoptic,
 )
 from pcv.data.synthetic import example_rng
-from pcv.evaluation import PQStat, id2rgb, pq_compute, pq_image_stats, read_id_png
+from pcv.evaluation import PQStat, id2rgb, pq_compute, pq_image_stats, read_id_png, write_coco_panoptic
 from pcv.targets import downsample_ids, make_targets
 from pcv.voting import SMALL_GRID, VoteGrid
 
 from shared_data import SAMPLE  # noqa: E402
+
 GRID = VoteGrid(((1, 1), (3, 2)))  # K = 33 bins, a 15 x 15 field
 
 
@@ -113,17 +113,23 @@ def test_len_index_errors_and_defaults():
     assert SyntheticPanoptic("holdout", num_examples=2)[1]["image"].shape == (128, 128, 3)
 
 
-def test_make_datasets_from_a_config():
-    ml_collections = pytest.importorskip("ml_collections")
-    config = ml_collections.ConfigDict({"seed": 3, "data": {"name": "synthetic", "image_size": (64, 96), "num_val": 5}})
-    train, val = make_datasets(config)
+def test_make_datasets_from_a_data_config():
+    from pcv.config import DataConfig
+    from pcv.errors import ConfigError
+
+    data = DataConfig(image_size=(64, 96), num_val=5)
+    splits = make_datasets(data, seed=3)
+    train, val = splits.train, splits.val
     assert (train.split, val.split, len(val), val.size, val.seed) == ("train", "val", 5, (64, 96), 3)
-    assert len(train) == 2**31 - 1
-    config.data.num_train = 7
-    assert len(make_datasets(config)[0]) == 7
-    config.data.name = "imagenet"
-    with pytest.raises(ValueError, match="synthetic"):
-        make_datasets(config)
+    assert len(train) == 2**31 - 1 and splits.calibration is None
+    assert len(make_datasets(DataConfig(num_train=7)).train) == 7
+    held = make_datasets(DataConfig(calibration_images=6)).calibration
+    assert held.split == "calibration" and len(held) == 6
+    assert held[0]["image"].tolist() != make_datasets(DataConfig()).val[0]["image"].tolist()  # its own scenes
+    with pytest.raises(ConfigError, match="split 'calibration'"):
+        splits.get("calibration")
+    with pytest.raises(ConfigError, match="synthetic"):
+        DataConfig(name="imagenet")
 
 
 def test_grain_source_reads_the_same(val):
@@ -181,7 +187,7 @@ def test_labels_consistent_and_cover_the_awkward_cases(examples):
         for s in segments.values():
             (things_seen if categories[s["category_id"]]["isthing"] else stuff_seen).add(s["category_id"])
 
-        def is_instance(i):
+        def is_instance(i, segments=segments):
             return i and categories[segments[i]["category_id"]]["isthing"] and not segments[i]["iscrowd"]
 
         touching_things += sum(is_instance(a) and is_instance(b) for a, b in adjacent_pairs(ex["segment_ids"]))
@@ -301,23 +307,25 @@ def test_label_space_of_coco_is_id_order():
 def by_hand(ex, grid, stride, centroid, power):
     train_id = {1: 0, 2: 1, 4: 2, 7: 3, 11: 4, 12: 5, 14: 6}
     segments = [
-        {"id": s["id"], "train_id": train_id[s["category_id"]], "isthing": s["category_id"] < 10,
-         "iscrowd": s["iscrowd"]}
+        {
+            "id": s["id"],
+            "train_id": train_id[s["category_id"]],
+            "isthing": s["category_id"] < 10,
+            "iscrowd": s["iscrowd"],
+        }
         for s in ex["segments_info"]
     ]
     return make_targets(downsample_ids(ex["segment_ids"], stride), segments, grid, centroid, power)
 
 
-@pytest.mark.parametrize(
-    "grid, stride, centroid, power", [(GRID, 4, "mass", 0.5), (SMALL_GRID, 2, "box", 1.0)]
-)
+@pytest.mark.parametrize("grid, stride, centroid, power", [(GRID, 4, "mass", 0.5), (SMALL_GRID, 2, "box", 1.0)])
 def test_batch_equals_targets_by_hand(examples, grid, stride, centroid, power):
     batch_examples = examples[:6]
     batch = make_batch(
         batch_examples, grid, SyntheticPanoptic.label_space, stride=stride, centroid=centroid, weight_power=power
     )
     h = 128 // stride
-    assert batch["images"].shape == (6, 128, 128, 3) and batch["images"].dtype == np.float32
+    assert batch["images"].shape == (6, 128, 128, 3) and batch["images"].dtype == np.uint8
     for key, dtype in (("semantic", np.int32), ("votes", np.int32), ("weights", np.float32)):
         assert batch[key].shape == (6, h, h) and batch[key].dtype == dtype, key
     for n, ex in enumerate(batch_examples):
@@ -331,12 +339,17 @@ def test_batch_equals_targets_by_hand(examples, grid, stride, centroid, power):
 
 def test_image_normalisation(examples):
     batch = make_batch(examples[:2], GRID, SyntheticPanoptic.label_space)
-    images = np.stack([ex["image"] for ex in examples[:2]]).astype(np.float32)
-    np.testing.assert_allclose(batch["images"], (images - IMAGE_MEAN) / IMAGE_STD, rtol=1e-6)
+    images = np.stack([ex["image"] for ex in examples[:2]])
+    np.testing.assert_array_equal(batch["images"], images)  # uint8: normalised on the device
+    normalised = normalize_images(batch["images"])
+    np.testing.assert_allclose(normalised, (images.astype(np.float32) - IMAGE_MEAN) / IMAGE_STD, rtol=1e-6)
     np.testing.assert_allclose(IMAGE_MEAN, [123.675, 116.28, 103.53])
     np.testing.assert_allclose(IMAGE_STD, [58.395, 57.12, 57.375])
-    np.testing.assert_array_equal(denormalize_images(batch["images"]), images.astype(np.uint8))
-    assert normalize_images(np.zeros((4, 5), np.uint8)).shape == (4, 5, 3)  # grey -> RGB
+    np.testing.assert_array_equal(denormalize_images(normalised), images)
+    import jax.numpy as jnp
+
+    on_device = normalize_images(jnp.asarray(images))  # the same on JAX arrays (inside the train step)
+    np.testing.assert_allclose(np.asarray(on_device), normalised, rtol=1e-6)
 
 
 def test_batch_padding_and_errors(examples):
@@ -346,7 +359,9 @@ def test_batch_padding_and_errors(examples):
         make_batch(mixed, GRID, small.label_space)
     batch = make_batch(mixed, GRID, small.label_space, pad_to=(128, 128))
     assert batch["images"].shape == (2, 128, 128, 3)
-    assert (batch["images"][0, 64:] == 0).all() and (batch["images"][0, :, 96:] == 0).all()
+    from pcv.data.batching import PAD_COLOR
+
+    assert (batch["images"][0, 64:] == PAD_COLOR).all() and (batch["images"][0, :, 96:] == PAD_COLOR).all()
     assert (batch["semantic"][0, 16:] == -1).all() and (batch["weights"][0, :, 24:] == 0).all()
     padded = np.zeros((128, 128), np.int32)
     padded[:64, :96] = small[0]["segment_ids"]

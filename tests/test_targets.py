@@ -13,7 +13,7 @@ from shared_data import SAMPLE  # noqa: E402
 
 
 def direct_targets(ids, segments, grid, centroid, power):
-    """Pixel by pixel, straight from DESIGN §4."""
+    """Pixel by pixel, straight from the rules in pcv.targets."""
     h, w = ids.shape
     sem = np.full((h, w), -1)
     votes = np.full((h, w), -1)

@@ -6,7 +6,8 @@ from matplotlib.figure import Figure
 
 from pcv import viz
 from pcv.data import SyntheticPanoptic
-from pcv.inference import InferenceConfig, panoptic_inference
+from pcv.inference import InferenceConfig, panoptic_inference, to_coco_panoptic
+from pcv.predictor import Prediction
 from pcv.voting import VoteGrid
 
 CATEGORIES = list(SyntheticPanoptic.label_space.categories)
@@ -127,15 +128,38 @@ def test_vote_bins_abstain_is_minus_one():
 
 def test_validation_panel_one_row_per_example():
     image, ids, segments = scene()
-    example = {"image": np.zeros((16, 16, 3), np.uint8), "segment_ids": np.pad(ids[:, :16], ((0, 4), (0, 0))),
-               "segments_info": segments}
+    example = {
+        "image": np.zeros((16, 16, 3), np.uint8),
+        "segment_ids": np.pad(ids[:, :16], ((0, 4), (0, 0))),
+        "segments_info": segments,
+    }
     rng = np.random.default_rng(2)
     thing_mask = SyntheticPanoptic.label_space.thing_mask
-    result = panoptic_inference(rng.normal(size=(4, 4, 7)), rng.normal(size=(4, 4, GRID.num_bins + 1)), GRID,
-                                thing_mask, InferenceConfig(threshold=0.5, max_instances=4, min_stuff_area=0),
-                                output_size=(16, 16))
+    result = panoptic_inference(
+        rng.normal(size=(4, 4, 7)),
+        rng.normal(size=(4, 4, GRID.num_bins + 1)),
+        GRID,
+        thing_mask,
+        InferenceConfig(threshold=0.5, max_instances=4, min_stuff_area=0),
+        output_size=(16, 16),
+    )
     result = {k: np.asarray(v) for k, v in result.items()}
-    one = viz.validation_panel([(example, result)], SyntheticPanoptic.label_space)
-    two = viz.validation_panel([(example, result)] * 2, SyntheticPanoptic.label_space)
+    labels = SyntheticPanoptic.label_space
+    ids, segs = to_coco_panoptic(result, labels.category_ids, labels.thing_mask)
+    prediction = Prediction(
+        ids=ids,
+        segments_info=segs,
+        semantic=result["semantic"],
+        instance=result["instance"],
+        heatmap=result["heatmap"],
+        peaks=result["peaks"],
+        boxes=result["boxes"],
+        instance_valid=result["instance_valid"],
+        instance_score=result["instance_score"],
+        scale=(4.0, 4.0),
+        meta={},
+    )
+    one = viz.validation_panel([(example, prediction)], labels)
+    two = viz.validation_panel([(example, prediction)] * 2, labels)
     assert one.dtype == np.uint8 and one.shape[1] == two.shape[1] and two.shape[0] > one.shape[0]
     assert viz.validation_panel([], SyntheticPanoptic.label_space).shape == (1, 1, 3)

@@ -1,20 +1,22 @@
-"""Data: panoptic examples, the built-in synthetic dataset, and batching.
+"""Data: panoptic examples from their sources, transforms, targets and the input pipeline.
 
 - :mod:`pcv.data.panoptic`: the example format every source yields,
-  :class:`LabelSpace` (category ids -> train ids, things first),
-  :func:`gt_for_pq` and :func:`write_coco_panoptic`.
+  :class:`LabelSpace` (category ids -> train ids, things first), the PNG id
+  encoding (:func:`rgb2id`, :func:`id2rgb`), :class:`Subset`.
 - :mod:`pcv.data.synthetic`: :class:`SyntheticPanoptic`, demo data drawn on
   the fly, deterministic from ``(seed, split, index)``.
-- :mod:`pcv.data.batching`: :func:`make_batch`, examples -> normalised images
-  and PCV targets at the output stride.
 - :mod:`pcv.data.coco_panoptic`: :class:`COCOPanoptic`, a validating source
   over COCO-format panoptic files (``coco2017``, ``cityscapes``, ``custom``
   layouts, zips read in place); :class:`PanopticDataError`.
 - :mod:`pcv.data.tfds_panoptic`: ``prepare_panoptic`` (tfds builder ->
   array_record, no TensorFlow) and ``PreparedPanoptic``, the reader of a
   prepared split (imported lazily: tfds is slow to import).
-- ``python -m pcv.data.prepare``: the command that prepares a dataset.
-- :func:`make_datasets`: the ``(train, val)`` sources a config names.
+- :mod:`pcv.data.transforms`: training augmentation and the evaluation
+  geometry (:class:`~pcv.data.transforms.EvalGeometry`).
+- :mod:`pcv.data.batching`: :func:`make_batch`, examples -> normalised images
+  and PCV targets at the output stride.
+- :mod:`pcv.data.pipeline`: the grain pipelines (training, evaluation).
+- :func:`make_datasets`: the splits a :class:`pcv.config.DataConfig` names.
 
 ::
 
@@ -25,57 +27,54 @@
     # images [8, 128, 128, 3] float32; semantic / votes / weights [8, 32, 32]
 """
 
-from pcv.data.batching import (
-    DEFAULT_STRIDE,
-    IMAGE_MEAN,
-    IMAGE_STD,
-    denormalize_images,
-    example_targets,
-    make_batch,
-    normalize_images,
-)
+from __future__ import annotations
+
+import dataclasses
+
+from pcv.data.batching import IMAGE_MEAN, IMAGE_STD, denormalize_images, example_targets, make_batch, normalize_images
 from pcv.data.coco_panoptic import COCOPanoptic, PanopticDataError, cityscapes, coco2017, custom
 from pcv.data.panoptic import (
     LabelSpace,
     PanopticSource,
+    Subset,
     as_label_space,
     gt_for_pq,
+    id2rgb,
+    rgb2id,
     segments_from_ids,
-    write_coco_panoptic,
 )
 from pcv.data.synthetic import CATEGORIES, SyntheticConfig, SyntheticPanoptic, draw_scene
+from pcv.errors import ConfigError
 
 __all__ = [
     "CATEGORIES",
     "COCOPanoptic",
-    "PanopticDataError",
-    "PanopticSource",
-    "PreparedPanoptic",
-    "prepare_panoptic",
-    "cityscapes",
-    "coco2017",
-    "custom",
-    "DATASETS",
-    "DEFAULT_STRIDE",
     "IMAGE_MEAN",
     "IMAGE_STD",
     "LabelSpace",
+    "PanopticDataError",
+    "PanopticSource",
+    "PreparedPanoptic",
+    "Splits",
+    "Subset",
     "SyntheticConfig",
     "SyntheticPanoptic",
     "as_label_space",
+    "cityscapes",
+    "coco2017",
+    "custom",
     "denormalize_images",
     "draw_scene",
     "example_targets",
     "gt_for_pq",
+    "id2rgb",
     "make_batch",
     "make_datasets",
     "normalize_images",
+    "prepare_panoptic",
+    "rgb2id",
     "segments_from_ids",
-    "write_coco_panoptic",
 ]
-
-#: Data sources :func:`make_datasets` knows, by ``config.data.name``.
-DATASETS = ("synthetic", "panoptic")
 
 
 def __getattr__(name):
@@ -87,39 +86,59 @@ def __getattr__(name):
     raise AttributeError(f"module 'pcv.data' has no attribute {name!r}")
 
 
-def make_datasets(config):
-    """``(train, val)`` random-access sources for a trainer config.
+@dataclasses.dataclass(frozen=True)
+class Splits:
+    """The splits of a run: ``train``, ``val`` and ``calibration`` (None unless held out)."""
 
-    Reads ``config.seed`` and ``config.data``: ``name`` (one of ``DATASETS``).
+    train: PanopticSource
+    val: PanopticSource
+    calibration: PanopticSource | None = None
 
-    - ``"synthetic"``: ``image_size`` ``(H, W)``, ``num_val``, and optionally
-      ``num_train`` (default: unbounded, every index a new scene).
-    - ``"panoptic"``: a dataset prepared by ``python -m pcv.data.prepare``:
-      ``data_dir`` (the directory it printed, or the ``--data_dir`` root with
-      ``dataset`` naming it), ``train_split`` (default ``"train"``),
-      ``val_split`` (default ``"val"``). Returns raw
-      :class:`~pcv.data.tfds_panoptic.PreparedPanoptic` sources: examples of
-      their own sizes, untransformed.
+    def get(self, name: str) -> PanopticSource:
+        """A split by name: ``"train"``, ``"val"`` or ``"calibration"``."""
+        found = {"train": self.train, "val": self.val, "calibration": self.calibration}.get(name)
+        if found is None:
+            have = ", ".join(k for k in ("train", "val", "calibration") if getattr(self, k) is not None)
+            raise ConfigError(f"split {name!r}: this run has {have}")
+        return found
+
+
+def make_datasets(data, seed: int = 0) -> Splits:
+    """The random-access sources a :class:`pcv.config.DataConfig` describes.
+
+    - ``name = "synthetic"``: scenes of ``image_size``; train has ``num_train``
+      (0 = unbounded), val ``num_val``, calibration ``calibration_images``,
+      each a different stream of scenes.
+    - ``name = "panoptic"``: a dataset prepared by ``python -m pcv.prepare``
+      at ``data_dir``; ``train_split`` and ``val_split``. With
+      ``calibration_images = n`` the *last* n examples of the training split
+      are held out as the calibration split (never trained on).
+
+    Sources return raw examples of their own sizes, untransformed.
     """
-    data = config.data
-    get = data.get if hasattr(data, "get") else lambda k, d=None: getattr(data, k, d)
-    if data.name == "panoptic":
-        from pcv.data.tfds_panoptic import PreparedPanoptic
-
-        data_dir = get("data_dir", None)
-        if not data_dir:
-            raise ValueError("config.data.data_dir must name a prepared dataset (python -m pcv.data.prepare)")
-        dataset = get("dataset", None)
-        try:
-            train = PreparedPanoptic(data_dir, get("train_split", "train"), dataset=dataset)
-            val = PreparedPanoptic(data_dir, get("val_split", "val"), dataset=dataset)
-        except (FileNotFoundError, ValueError) as e:
-            raise type(e)(f"config.data.data_dir={data_dir!r}: {e}") from e
-        return train, val
     if data.name == "synthetic":
         size = tuple(data.image_size)
-        num_train = data.get("num_train", None) if hasattr(data, "get") else None
-        train = SyntheticPanoptic("train", size=size, num_examples=num_train, seed=config.seed)
-        val = SyntheticPanoptic("val", size=size, num_examples=data.num_val, seed=config.seed)
-        return train, val
-    raise ValueError(f"unknown dataset {data.name!r}; known: {', '.join(DATASETS)}")
+        train = SyntheticPanoptic("train", size=size, num_examples=data.num_train or None, seed=seed)
+        val = SyntheticPanoptic("val", size=size, num_examples=data.num_val, seed=seed)
+        calibration = None
+        if data.calibration_images:
+            calibration = SyntheticPanoptic("calibration", size=size, num_examples=data.calibration_images, seed=seed)
+        return Splits(train, val, calibration)
+    from pcv.data.tfds_panoptic import PreparedPanoptic
+
+    try:
+        train = PreparedPanoptic(data.data_dir, data.train_split)
+        val = PreparedPanoptic(data.data_dir, data.val_split)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"config.data.data_dir={data.data_dir!r}: {e}") from None
+    calibration = None
+    if data.calibration_images:
+        n, held = len(train), data.calibration_images
+        if held >= n:
+            raise ConfigError(
+                f"config.data.calibration_images={held}: the {data.train_split!r} split has only "
+                f"{n} examples; hold out fewer"
+            )
+        calibration = Subset(train, n - held, n, "calibration")
+        train = Subset(train, 0, n - held, data.train_split)
+    return Splits(train, val, calibration)

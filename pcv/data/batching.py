@@ -8,10 +8,12 @@ Targets are built by :func:`pcv.targets.make_targets` at the output stride,
 from ids downsampled with :func:`pcv.targets.downsample_ids` (nearest
 neighbour; ids are never interpolated).
 
-Image normalisation: ``(pixel - IMAGE_MEAN) / IMAGE_STD`` per RGB channel on
-the 0..255 scale, with the ImageNet statistics (what ImageNet-pretrained
-backbones expect): mean ``(123.675, 116.28, 103.53)``, std ``(58.395,
-57.12, 57.375)``.
+Batches carry uint8 images (4x less to move between processes and to the
+device); the network's input is normalised where it runs, on the device
+(:func:`normalize_images` works on numpy and JAX arrays alike):
+``(pixel - IMAGE_MEAN) / IMAGE_STD`` per RGB channel on the 0..255 scale,
+with the ImageNet statistics (what ImageNet-pretrained backbones expect):
+mean ``(123.675, 116.28, 103.53)``, std ``(58.395, 57.12, 57.375)``.
 
 Legend: B batch, H, W image size, h = H / stride, w = W / stride.
 
@@ -28,23 +30,25 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from pcv.data.panoptic import LabelSpace, as_label_space
+from pcv.geometry import OUTPUT_STRIDE
 from pcv.targets import downsample_ids, make_targets
 from pcv.voting.grid import VoteGrid
 
 #: ImageNet RGB mean and std on the 0..255 scale.
 IMAGE_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 IMAGE_STD = np.array([58.395, 57.12, 57.375], np.float32)
-DEFAULT_STRIDE = 4
+#: The padding colour of images: the mean, so padded pixels are ~0 once normalised.
+PAD_COLOR = np.rint(IMAGE_MEAN).astype(np.uint8)
 
 
-def normalize_images(images) -> np.ndarray:
-    """uint8 ``[..., H, W, 3]`` (one image or a batch; or one grey ``[H, W]``) -> float32.
+def normalize_images(images):
+    """uint8 ``[..., H, W, 3]`` (one image or a batch) -> float32, numpy or JAX as given.
 
-    ``(x - IMAGE_MEAN) / IMAGE_STD`` per channel (module docstring).
+    ``(x - IMAGE_MEAN) / IMAGE_STD`` per channel (module docstring); inside
+    ``jit`` it fuses into the first convolution's input.
     """
-    images = np.asarray(images)
-    if images.ndim == 2:
-        images = np.repeat(images[..., None], 3, axis=-1)
+    if not hasattr(images, "shape"):
+        images = np.asarray(images)
     if images.shape[-1] != 3:
         raise ValueError(f"expected RGB images [..., H, W, 3], got shape {images.shape}")
     return (images.astype(np.float32) - IMAGE_MEAN) / IMAGE_STD
@@ -61,7 +65,7 @@ def example_targets(
     grid: VoteGrid,
     label_space: LabelSpace | Sequence[Mapping],
     *,
-    stride: int = DEFAULT_STRIDE,
+    stride: int = OUTPUT_STRIDE,
     centroid: str = "mass",
     weight_power: float = 0.5,
 ) -> dict[str, np.ndarray]:
@@ -78,7 +82,7 @@ def make_batch(
     grid: VoteGrid,
     label_space: LabelSpace | Sequence[Mapping],
     *,
-    stride: int = DEFAULT_STRIDE,
+    stride: int = OUTPUT_STRIDE,
     centroid: str = "mass",
     weight_power: float = 0.5,
     pad_to: tuple[int, int] | None = None,
@@ -95,10 +99,9 @@ def make_batch(
       stride: the network's output stride; H and W must be multiples of it.
       centroid, weight_power: see :func:`pcv.targets.make_targets`.
       pad_to: ``(H, W)``: pad each example at the bottom and right to this
-        size; padded pixels are void (no loss) and 0 in ``images`` (the mean
-        colour).
+        size; padded pixels are void (no loss) and the mean colour in ``images``.
     Returns:
-      ``images`` float32 ``[B, H, W, 3]`` normalised (module docstring);
+      ``images`` uint8 ``[B, H, W, 3]`` (normalised on the device, module docstring);
       ``semantic`` int32 ``[B, h, w]`` train id, -1 = ignore;
       ``votes`` int32 ``[B, h, w]`` bin, K = abstain, -1 = ignore;
       ``weights`` float32 ``[B, h, w]``, 0 on crowd and void.
@@ -108,7 +111,9 @@ def make_batch(
     label_space = as_label_space(label_space)
     images, ids = [], []
     for n, example in enumerate(examples):
-        image = normalize_images(example["image"])
+        image = np.asarray(example["image"])
+        if image.dtype != np.uint8 or image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"example {n}: image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
         sid = np.asarray(example["segment_ids"])
         if image.shape[:2] != sid.shape:
             raise ValueError(f"example {n}: image {image.shape[:2]} and segment_ids {sid.shape} differ in size")
@@ -146,7 +151,8 @@ def _pad(image: np.ndarray, ids: np.ndarray, size: tuple[int, int], n: int) -> t
     h, w = ids.shape
     if h > size[0] or w > size[1]:
         raise ValueError(f"example {n} is {h}x{w}, larger than pad_to {size[0]}x{size[1]}")
-    out_image = np.zeros((*size, 3), np.float32)  # the mean colour, normalised
+    out_image = np.empty((*size, 3), np.uint8)
+    out_image[...] = PAD_COLOR
     out_image[:h, :w] = image
     out_ids = np.zeros(size, ids.dtype)
     out_ids[:h, :w] = ids

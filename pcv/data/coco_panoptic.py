@@ -28,10 +28,10 @@ segment id; the error type is :class:`PanopticDataError`, a ``ValueError``):
 logged and recorded in ``skipped`` (file and reason), ``num_skipped`` counts
 them. Problems found at construction are skipped there (the example is not
 in the index); problems found only by decoding are skipped by
-:meth:`COCOPanoptic.iter_records` (what ``pcv.data.prepare`` uses), while
+:meth:`COCOPanoptic.iter_records` (what ``python -m pcv.prepare`` uses), while
 ``ds[i]`` always raises, because a random-access source cannot drop an index
 without shifting every later one. Prepare a dataset
-(``python -m pcv.data.prepare``) to have every example checked once.
+(``python -m pcv.prepare``) to have every example checked once.
 
 Images with no segments, or only crowd segments, are valid. Images are
 decoded as stored (no EXIF rotation: annotations are in stored pixel
@@ -57,13 +57,14 @@ import numpy as np
 from PIL import Image
 
 from pcv.data.panoptic import LabelSpace, PanopticSource, segments_from_ids
+from pcv.errors import DataError
 
 log = logging.getLogger(__name__)
 
 ON_ERROR = ("raise", "skip")
 
 
-class PanopticDataError(ValueError):
+class PanopticDataError(DataError):
     """Bad panoptic data; the message names the file and, where there is one, the segment id."""
 
 
@@ -125,7 +126,9 @@ class ZipStore:
                 except KeyError:
                     raise FileNotFoundError(f"{self.path} has no member {self.nested}") from None
                 if info.compress_type == zipfile.ZIP_STORED:
-                    self._zip = zipfile.ZipFile(_Window(self.path, _member_data_offset(self.path, info), info.file_size))
+                    self._zip = zipfile.ZipFile(
+                        _Window(self.path, _member_data_offset(self.path, info), info.file_size)
+                    )
                 else:
                     self._zip = zipfile.ZipFile(io.BytesIO(outer.read(info)))
                 outer.close()
@@ -295,8 +298,12 @@ class COCOPanoptic(PanopticSource):
         self.label_space = LabelSpace(self.categories)
         self._records = self._index(data)
         if self.skipped:
-            log.warning("%s: skipped %d of %d annotations (on_error='skip')", self.where,
-                        len(self.skipped), len(self._records) + len(self.skipped))
+            log.warning(
+                "%s: skipped %d of %d annotations (on_error='skip')",
+                self.where,
+                len(self.skipped),
+                len(self._records) + len(self.skipped),
+            )
 
     # -- protocol ---------------------------------------------------------------
 
@@ -312,8 +319,9 @@ class COCOPanoptic(PanopticSource):
         return decode_record(self.read_record(self._position(index)))
 
     def __repr__(self) -> str:
-        return (f"COCOPanoptic(split={self.split!r}, {len(self)} examples, {self.num_classes} classes, "
-                f"json={self.where!r})")
+        return (
+            f"COCOPanoptic(split={self.split!r}, {len(self)} examples, {self.num_classes} classes, json={self.where!r})"
+        )
 
     # -- records: the encoded files plus the JSON's facts, validated --------------
 
@@ -330,10 +338,16 @@ class COCOPanoptic(PanopticSource):
         rec = self._records[self._position(index)]
         image_bytes = self._read(self.image_store, rec["image_path"], rec)
         panoptic_bytes = self._read(self.png_store, rec["panoptic_file_name"], rec)
-        image = _decode_image(image_bytes, self.image_store.where(rec["image_path"]))
+        image = decode_image(image_bytes, self.image_store.where(rec["image_path"]))
         ids = _decode_panoptic(panoptic_bytes, self.png_store.where(rec["panoptic_file_name"]))
-        measured = check_example(image, ids, rec["segments_info"], self.png_store.where(rec["panoptic_file_name"]),
-                      image_where=self.image_store.where(rec["image_path"]), size=(rec["height"], rec["width"]))
+        measured = check_example(
+            image,
+            ids,
+            rec["segments_info"],
+            self.png_store.where(rec["panoptic_file_name"]),
+            image_where=self.image_store.where(rec["image_path"]),
+            size=(rec["height"], rec["width"]),
+        )
         return {
             "image_bytes": image_bytes,
             "panoptic_bytes": panoptic_bytes,
@@ -373,6 +387,12 @@ class COCOPanoptic(PanopticSource):
         for img in data["images"]:
             if not isinstance(img, Mapping) or "id" not in img or "file_name" not in img:
                 raise PanopticDataError(f"{self.where}: images entry {img!r} needs 'id' and 'file_name'")
+            if img["id"] in images:
+                # Not skippable: which of the two entries an annotation means is unknowable.
+                raise PanopticDataError(
+                    f"{self.where}: image id {img['id']!r} appears twice in 'images' "
+                    f"({images[img['id']]['file_name']} and {img['file_name']}); image ids must be unique"
+                )
             images[img["id"]] = img
         known = self.label_space.train_id_of_category
         records, seen_images = [], set()
@@ -418,7 +438,8 @@ class COCOPanoptic(PanopticSource):
             cid = int(seg["category_id"])
             if cid not in known:
                 raise PanopticDataError(
-                    f"{png_where}: segment id {sid} has category_id {cid}, not among the {len(known)} categories")
+                    f"{png_where}: segment id {sid} has category_id {cid}, not among the {len(known)} categories"
+                )
             out = {"id": sid, "category_id": cid, "iscrowd": int(seg.get("iscrowd", 0))}
             if "area" in seg:
                 out["area"] = int(seg["area"])
@@ -432,7 +453,8 @@ class COCOPanoptic(PanopticSource):
             raise PanopticDataError(f"{png_where}: panoptic PNG does not exist (image id {image_id!r})")
         if not self.image_store.exists(image_path):
             raise PanopticDataError(
-                f"{self.image_store.where(image_path)}: image does not exist (annotation {png_name})")
+                f"{self.image_store.where(image_path)}: image does not exist (annotation {png_name})"
+            )
         return {
             "image_id": image_id,
             "file_name": file_name,
@@ -449,15 +471,35 @@ class COCOPanoptic(PanopticSource):
 # ----------------------------------------------------------------------------
 
 
-def _decode_image(data: bytes, where: str) -> np.ndarray:
-    """Encoded image -> uint8 ``[H, W, 3]`` RGB; errors name the file."""
+def decode_image(data: bytes, where: str) -> np.ndarray:
+    """Encoded image -> uint8 ``[H, W, 3]`` RGB; errors name the file.
+
+    Grey, palette, CMYK and alpha images become RGB. High bit depths are
+    scaled to 8 bits, not clipped: 16-bit grey (``I;16``) by ``x * 255 /
+    65535``, 32-bit integer and float images by their own range.
+    """
     try:
         with Image.open(io.BytesIO(data)) as im:
             im.load()  # decode now: a truncated file fails here, not later
-            rgb = im.convert("RGB") if im.mode != "RGB" else im
-            return np.asarray(rgb, np.uint8).copy()
+            return to_rgb8(im)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise PanopticDataError(f"{where}: corrupt or unreadable image ({type(e).__name__}: {e})") from e
+
+
+def to_rgb8(im: Image.Image) -> np.ndarray:
+    """A decoded PIL image as uint8 RGB ``[H, W, 3]`` (:func:`decode_image` for the rules)."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        x = np.asarray(im).astype(np.float64)
+        if im.mode.startswith("I;16"):
+            scale = 255.0 / 65535.0
+            x = x * scale
+        else:
+            lo, hi = float(x.min(initial=0)), float(x.max(initial=0))
+            x = (x - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(x)
+        grey = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=-1)
+    rgb = im.convert("RGB") if im.mode != "RGB" else im
+    return np.asarray(rgb, np.uint8).copy()
 
 
 def _decode_panoptic(data: bytes, where: str) -> np.ndarray:
@@ -510,20 +552,27 @@ def check_example(
     if extra:
         raise PanopticDataError(
             f"{where}: segment id {extra[0]} is in the PNG but not in segments_info"
-            + (f" (and {len(extra) - 1} more: {extra[1:6]})" if len(extra) > 1 else ""))
+            + (f" (and {len(extra) - 1} more: {extra[1:6]})" if len(extra) > 1 else "")
+        )
     absent = sorted(set(listed) - present)
     if absent:
-        raise PanopticDataError(f"{where}: segment id {absent[0]} in segments_info has no pixels in the PNG"
-                                + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else ""))
-    measured = segments_from_ids(segment_ids, {sid: (s["category_id"], s.get("iscrowd", 0)) for sid, s in listed.items()})
+        raise PanopticDataError(
+            f"{where}: segment id {absent[0]} in segments_info has no pixels in the PNG"
+            + (f" (and {len(absent) - 1} more)" if len(absent) > 1 else "")
+        )
+    measured = segments_from_ids(
+        segment_ids, {sid: (s["category_id"], s.get("iscrowd", 0)) for sid, s in listed.items()}
+    )
     for m in measured:
         s = listed[m["id"]]
         if "area" in s and int(s["area"]) != m["area"]:
-            raise PanopticDataError(f"{where}: segment id {m['id']} has area {s['area']} in the JSON, "
-                                    f"{m['area']} pixels in the PNG")
+            raise PanopticDataError(
+                f"{where}: segment id {m['id']} has area {s['area']} in the JSON, {m['area']} pixels in the PNG"
+            )
         if "bbox" in s and list(s["bbox"]) != m["bbox"]:
-            raise PanopticDataError(f"{where}: segment id {m['id']} has bbox {list(s['bbox'])} in the JSON, "
-                                    f"{m['bbox']} in the PNG")
+            raise PanopticDataError(
+                f"{where}: segment id {m['id']} has bbox {list(s['bbox'])} in the JSON, {m['bbox']} in the PNG"
+            )
     by_id = {m["id"]: m for m in measured}
     return [by_id[int(s["id"])] for s in segments_info]
 
@@ -532,7 +581,7 @@ def decode_record(record: Mapping) -> dict:
     """A record (:meth:`COCOPanoptic.read_record`, or one read back from a
     prepared dataset) -> the example dict of :mod:`pcv.data.panoptic`."""
     pan_where = str(record.get("panoptic_file_name", "<panoptic>"))
-    image = _decode_image(record["image_bytes"], str(record.get("file_name", "<image>")))
+    image = decode_image(record["image_bytes"], str(record.get("file_name", "<image>")))
     ids = _decode_panoptic(record["panoptic_bytes"], pan_where)
     if image.shape[:2] != ids.shape:
         raise PanopticDataError(f"{pan_where}: panoptic PNG is {ids.shape} but the image is {image.shape[:2]}")
@@ -645,10 +694,12 @@ def cityscapes(manual_dir: str | os.PathLike, split: str, **kwargs) -> COCOPanop
     else:
         raise FileNotFoundError(
             f"no Cityscapes panoptic JSON for split {split!r}: expected {candidates[0]}.json or "
-            f"{candidates[1]}.json (run cityscapesscripts' createPanopticImgs first)")
+            f"{candidates[1]}.json (run cityscapesscripts' createPanopticImgs first)"
+        )
     json_path = base.with_suffix(".json")
-    return COCOPanoptic(json_path, base, root / "leftImg8bit" / split, split=split,
-                        image_name=cityscapes_image_name, **kwargs)
+    return COCOPanoptic(
+        json_path, base, root / "leftImg8bit" / split, split=split, image_name=cityscapes_image_name, **kwargs
+    )
 
 
 def custom(json_path, png_dir, image_dir, split: str = "train", **kwargs) -> COCOPanoptic:

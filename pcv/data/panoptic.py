@@ -16,23 +16,64 @@ category ids to contiguous *train ids* 0..C-1: things first, then stuff,
 each group sorted by category id. For COCO panoptic that is plain id order
 (things have ids 1..90, stuff 92..200).
 
-:func:`gt_for_pq` hands an example to :func:`pcv.evaluation.pq_image_stats`
-in memory; :func:`write_coco_panoptic` writes a split as COCO panoptic
-ground truth (JSON + PNGs) for :func:`pcv.evaluation.pq_compute` and
-``python -m pcv.evaluation.pq``.
+:func:`rgb2id` / :func:`id2rgb` are the PNG encoding of segment ids (id =
+R + 256 G + 256² B). :func:`gt_for_pq` hands an example to
+:func:`pcv.evaluation.pq_image_stats` in memory; writing a split as COCO
+panoptic files is :func:`pcv.evaluation.write_coco_panoptic`.
 """
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Mapping
 
 import numpy as np
-from PIL import Image
 
 EXAMPLE_KEYS = ("image", "segment_ids", "segments_info", "image_id")
+
+
+# ----------------------------------------------------------------------------
+# Segment ids <-> RGB: the COCO panoptic PNG encoding.
+# ----------------------------------------------------------------------------
+
+
+def rgb2id(color):
+    """Segment ids from COCO panoptic colours: id = R + 256 G + 256**2 B.
+
+    Args:
+      color: ``[..., 3]`` array (an RGB image ``[H, W, 3]``), or one ``(R, G,
+        B)`` triple.
+
+    Returns:
+      ``[...]`` int64 ids, or a Python int for a single triple. Channels are
+      widened before combining: in uint8, ``256 * G`` would wrap.
+    """
+    arr = np.asarray(color)
+    if arr.shape[-1:] != (3,):
+        raise ValueError(f"rgb2id expects [..., 3] colours, got shape {arr.shape}")
+    arr = arr.astype(np.int64)
+    ids = arr[..., 0] + 256 * arr[..., 1] + 256 * 256 * arr[..., 2]
+    return int(ids) if ids.ndim == 0 else ids
+
+
+def id2rgb(ids):
+    """COCO panoptic colours from segment ids, the inverse of ``rgb2id``.
+
+    Args:
+      ids: ``[...]`` non-negative integer ids below 256**3, or one int.
+
+    Returns:
+      ``[..., 3]`` uint8 (an ``[H, W, 3]`` image for an ``[H, W]`` map), or a
+      ``(R, G, B)`` tuple of ints for a single id.
+    """
+    arr = np.asarray(ids)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"id2rgb expects integer ids, got dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    if arr.size and (arr.min() < 0 or arr.max() >= 256**3):
+        raise ValueError("id2rgb: segment ids must lie in [0, 256**3) to fit in RGB")
+    rgb = np.stack([arr % 256, arr // 256 % 256, arr // 256**2], axis=-1).astype(np.uint8)
+    return tuple(int(c) for c in rgb) if rgb.ndim == 1 else rgb
 
 
 class LabelSpace:
@@ -144,6 +185,30 @@ class PanopticSource:
         return index
 
 
+class Subset(PanopticSource):
+    """Examples ``start, start + 1, ..., stop - 1`` of another source, as a source of their own.
+
+    How a calibration split is held out of a training split without copying
+    it (:func:`pcv.data.make_datasets`).
+    """
+
+    def __init__(self, source, start: int, stop: int, split: str):
+        if not 0 <= start <= stop <= len(source):
+            raise ValueError(f"subset [{start}, {stop}) of a source of {len(source)} examples")
+        self.source, self.start, self.stop, self.split = source, int(start), int(stop), split
+        self.label_space = source.label_space
+        self.categories = list(getattr(source, "categories", None) or [dict(c) for c in source.label_space.categories])
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __getitem__(self, index) -> dict:
+        return self.source[self.start + self._position(index)]
+
+    def __repr__(self) -> str:
+        return f"Subset({self.source!r}, [{self.start}, {self.stop}), split={self.split!r})"
+
+
 def as_label_space(label_space) -> LabelSpace:
     """A :class:`LabelSpace` as is, or one built from COCO category dicts."""
     if isinstance(label_space, LabelSpace):
@@ -208,84 +273,3 @@ def example_stem(example: Mapping, split: str) -> str:
     if isinstance(image_id, (int, np.integer)):
         return f"{split}_{int(image_id):08d}"
     return f"{split}_{image_id}"
-
-
-def write_coco_panoptic(
-    dataset,
-    folder: str | os.PathLike,
-    *,
-    split: str | None = None,
-    indices: Sequence[int] | None = None,
-) -> dict[str, Path]:
-    """Write (part of) a dataset as COCO panoptic ground truth, laid out like COCO.
-
-    ``folder/panoptic_{split}.json``, ``folder/panoptic_{split}/{stem}.png``
-    (segment ids as RGB, :func:`pcv.evaluation.id2rgb`) and
-    ``folder/{split}/{stem}.png`` (the images, lossless). The JSON has
-    ``images`` (id, file_name, height, width), ``annotations`` (image_id,
-    file_name, segments_info) and ``categories``. Score predictions with::
-
-        python -m pcv.evaluation.pq --gt-json folder/panoptic_val.json --pred-json pred.json
-
-    Args:
-      dataset: random access (``len``, ``[i]``) over examples (module
-        docstring), with a ``categories`` attribute (COCO category dicts).
-      folder: where to write; created if needed.
-      split: the name in the paths; default ``dataset.split``, else "data".
-      indices: which examples; default all.
-    Returns:
-      ``{"json": path, "panoptic_folder": path, "image_folder": path}``.
-    """
-    from pcv.evaluation.pq import id2rgb  # lazy: keeps `import pcv.data` light
-
-    split = split or getattr(dataset, "split", None) or "data"
-    folder = Path(folder)
-    panoptic_folder = folder / f"panoptic_{split}"
-    image_folder = folder / split
-    panoptic_folder.mkdir(parents=True, exist_ok=True)
-    image_folder.mkdir(parents=True, exist_ok=True)
-    indices = range(len(dataset)) if indices is None else indices
-
-    images, annotations = [], []
-    for i in indices:
-        example = dataset[int(i)]
-        stem = example_stem(example, split)
-        image = np.asarray(example["image"], np.uint8)
-        ids = np.asarray(example["segment_ids"])
-        Image.fromarray(image).save(image_folder / f"{stem}.png")
-        Image.fromarray(id2rgb(ids)).save(panoptic_folder / f"{stem}.png")
-        image_id = example["image_id"]
-        image_id = int(image_id) if isinstance(image_id, (int, np.integer)) else image_id
-        images.append({"id": image_id, "file_name": f"{stem}.png", "height": ids.shape[0], "width": ids.shape[1]})
-        annotations.append(
-            {
-                "image_id": image_id,
-                "file_name": f"{stem}.png",
-                "segments_info": [_plain(s) for s in example["segments_info"]],
-            }
-        )
-    gt = {
-        "info": {"description": f"pcv panoptic ground truth, split {split}"},
-        "licenses": [],
-        "images": images,
-        "annotations": annotations,
-        "categories": [_plain(c) for c in dataset.categories],
-    }
-    json_path = folder / f"panoptic_{split}.json"
-    with open(json_path, "w") as f:
-        json.dump(gt, f)
-    return {"json": json_path, "panoptic_folder": panoptic_folder, "image_folder": image_folder}
-
-
-def _plain(d: Mapping) -> dict:
-    """A JSON-ready copy: numpy scalars and arrays -> Python."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, np.ndarray):
-            v = v.tolist()
-        elif isinstance(v, np.generic):
-            v = v.item()
-        elif isinstance(v, (list, tuple)):
-            v = [x.item() if isinstance(x, np.generic) else x for x in v]
-        out[k] = v
-    return out

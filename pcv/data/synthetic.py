@@ -395,7 +395,7 @@ def _texture(rng: np.random.Generator, category_id: int, yy, xx, scale: float) -
     u = yy * c + xx * s + 4 * (yy.shape[0] + xx.shape[1])  # [H, W]
     if category_id == 12:  # stripes: two-tone bands
         period = float(rng.uniform(6.0, 12.0)) * scale
-        dark = ((u * (2 / period) + 2 * float(rng.random())).astype(np.int32) & 1)  # [H, W]
+        dark = (u * (2 / period) + 2 * float(rng.random())).astype(np.int32) & 1  # [H, W]
         return base * (1 - 0.35 * dark[..., None].astype(np.float32))
     if category_id == 14:  # checker: two-tone squares
         cell = float(rng.uniform(5.0, 10.0)) * scale
@@ -458,4 +458,3 @@ def _erode(mask: np.ndarray) -> np.ndarray:
     m = np.zeros((mask.shape[0] + 2, mask.shape[1] + 2), bool)
     m[1:-1, 1:-1] = mask
     return m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
-

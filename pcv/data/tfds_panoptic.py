@@ -55,6 +55,7 @@ import tensorflow_datasets as tfds
 
 from pcv.data.coco_panoptic import COCOPanoptic, PanopticDataError, check_categories, decode_record
 from pcv.data.panoptic import LabelSpace, PanopticSource
+from pcv.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -177,20 +178,22 @@ def prepare_panoptic(
       FileExistsError: already prepared and not ``overwrite``.
     """
     if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name or ""):
-        raise ValueError(f"dataset name {name!r}: use letters, digits, '_', '-', '.'")
+        raise ConfigError(f"dataset name {name!r}: use letters, digits, '_', '-', '.'")
     if not sources:
         raise ValueError("prepare_panoptic needs at least one split")
     first_split, first = next(iter(sources.items()))
     for split, source in sources.items():
         if not re.fullmatch(r"\w+", split):
-            raise ValueError(f"split name {split!r}: use letters, digits and '_'")
+            raise ConfigError(f"split name {split!r}: use letters, digits and '_'")
         if LabelSpace(source.categories) != first.label_space:
             raise PanopticDataError(
-                f"split {split!r} ({source.where}) has other categories than split {first_split!r} ({first.where})")
+                f"split {split!r} ({source.where}) has other categories than split {first_split!r} ({first.where})"
+            )
         if len(source) == 0:
             raise PanopticDataError(
                 f"split {split!r}: no usable annotations in {source.where} (skipped {source.num_skipped}: "
-                f"{_reasons(source.skipped)})")
+                f"{_reasons(source.skipped)})"
+            )
     data_dir = Path(os.path.expanduser(str(data_dir)))
     builder = PcvPanoptic(name=name, sources=sources, categories=first.categories, data_dir=str(data_dir))
     path = Path(builder.data_dir)
@@ -206,17 +209,20 @@ def prepare_panoptic(
             for split, source in sources.items():
                 if source.num_skipped and source.num_skipped >= len(source):
                     raise PanopticDataError(
-                        f"split {split!r}: all {len(source)} examples were skipped: {_reasons(source.skipped)}") from e
+                        f"split {split!r}: all {len(source)} examples were skipped: {_reasons(source.skipped)}"
+                    ) from e
             raise
     label_space = first.label_space
     with open(path / CATEGORIES_FILE, "w") as f:
-        json.dump({"name": name, "categories": first.categories, "category_ids": list(label_space.category_ids)},
-                  f, indent=1)
+        json.dump(
+            {"name": name, "categories": first.categories, "category_ids": list(label_space.category_ids)}, f, indent=1
+        )
     skipped = {split: list(source.skipped) for split, source in sources.items()}
     with open(path / SKIPPED_FILE, "w") as f:
         json.dump(skipped, f, indent=1)
-    splits = {split: {"examples": builder.info.splits[split].num_examples, "skipped": skipped[split]}
-              for split in sources}
+    splits = {
+        split: {"examples": builder.info.splits[split].num_examples, "skipped": skipped[split]} for split in sources
+    }
     return {"path": str(path), "splits": splits}
 
 
@@ -240,7 +246,7 @@ def find_prepared(path: str | os.PathLike, dataset: str | None = None) -> Path:
         if versions:
             return max(versions, key=lambda p: tuple(int(v) for v in re.findall(r"\d+", p.name)))
     wanted = f"{root}/{BUILDER_NAME}/{dataset}/<version>/" if dataset else f"{root}/dataset_info.json"
-    raise FileNotFoundError(f"no prepared dataset at {root} (looked for {wanted}); run python -m pcv.data.prepare")
+    raise FileNotFoundError(f"no prepared dataset at {root} (looked for {wanted}); run python -m pcv.prepare")
 
 
 class PreparedPanoptic(PanopticSource):
@@ -267,7 +273,9 @@ class PreparedPanoptic(PanopticSource):
         else:  # categories.json is written last; tfds metadata has the list too
             meta_file = self.path / "metadata.json"
             if not meta_file.is_file():
-                raise FileNotFoundError(f"{self.path}: neither {CATEGORIES_FILE} nor metadata.json: incomplete prepare?")
+                raise FileNotFoundError(
+                    f"{self.path}: neither {CATEGORIES_FILE} nor metadata.json: incomplete prepare?"
+                )
             with open(meta_file) as f:
                 stored = json.load(f)
         self.categories = check_categories(stored.get("categories"), str(cat_file))
@@ -275,7 +283,8 @@ class PreparedPanoptic(PanopticSource):
         if "category_ids" in stored and list(stored["category_ids"]) != list(self.label_space.category_ids):
             raise PanopticDataError(
                 f"{cat_file}: stored train-id order {stored['category_ids'][:8]}... differs from this version's "
-                f"LabelSpace {list(self.label_space.category_ids)[:8]}...: re-prepare the dataset")
+                f"LabelSpace {list(self.label_space.category_ids)[:8]}...: re-prepare the dataset"
+            )
         self._source = None
         self._length = len(self._open())
 
@@ -283,7 +292,7 @@ class PreparedPanoptic(PanopticSource):
         if self._source is None:
             builder = tfds.builder_from_directory(str(self.path))
             if self.split not in builder.info.splits:
-                raise ValueError(f"split {self.split!r} is not in {self.path}; it has {sorted(builder.info.splits)}")
+                raise ConfigError(f"split {self.split!r} is not in {self.path}; it has {sorted(builder.info.splits)}")
             self._source = builder.as_data_source(self.split)
         return self._source
 

@@ -47,16 +47,14 @@ Legend: H, W input size; CH, CW crop size; Hp, Wp padded evaluation size.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 
-from pcv.data.batching import IMAGE_MEAN
-
-#: The padding colour of images: the dataset mean, so padded pixels are 0 after normalisation.
-PAD_COLOR = np.rint(IMAGE_MEAN).astype(np.uint8)
-
+from pcv.data.batching import PAD_COLOR
+from pcv.geometry import SIZE_MULTIPLE, round_up
 
 # ----------------------------------------------------------------------------
 # Checks and segments.
@@ -272,10 +270,6 @@ def train_transform(
 # ----------------------------------------------------------------------------
 
 
-def round_up(n: int, multiple: int = 32) -> int:
-    return -(-int(n) // multiple) * multiple
-
-
 def eval_resize_shape(hw: tuple[int, int], short_side: int, max_size: int = 0) -> tuple[int, int]:
     """``(h, w)`` with the shorter side ``short_side`` and the longer at most ``max_size`` (0: no limit).
 
@@ -290,7 +284,7 @@ def eval_resize_shape(hw: tuple[int, int], short_side: int, max_size: int = 0) -
     return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
 
 
-def eval_pad_shape(short_side: int, max_size: int, multiple: int = 32) -> tuple[int, int]:
+def eval_pad_shape(short_side: int, max_size: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
     """The one padded evaluation shape for both orientations: ``(L', L')``, ``L'`` = ``max_size`` rounded up.
 
     COCO (800, 1333) -> (1344, 1344). ``max_size = 0`` (no limit) has no
@@ -348,6 +342,66 @@ def resize_and_pad(example: Mapping, size: tuple[int, int], pad_shape: tuple[int
     out[: size[0], : size[1]] = image
     meta = {"image_id": example.get("image_id"), "original_size": tuple(int(x) for x in hw), "valid_size": size}
     return out, meta
+
+
+def fit_size(hw: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
+    """The largest ``(h, w)`` of the image's aspect ratio inside ``box`` (at least 1 x 1)."""
+    h, w = hw
+    scale = min(box[0] / h, box[1] / w)
+    return max(1, min(box[0], round(h * scale))), max(1, min(box[1], round(w * scale)))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalGeometry:
+    """How evaluation and prediction inputs are sized: every image to one padded shape.
+
+    Two rules:
+
+    - ``short_side > 0`` (real datasets): resize so the shorter side is
+      ``short_side`` and the longer at most ``max_size``
+      (:func:`eval_resize_shape`), pad to ``pad_shape``.
+    - ``short_side == 0`` (the synthetic demo): fit the image into
+      ``fit_size``, the size the model was trained at, and pad to it rounded
+      up to a multiple of 32.
+
+    One padded shape means one compiled program for every image.
+    :meth:`preprocess` does one image, :func:`to_original` maps a prediction
+    back to the original size with nearest neighbour.
+
+    Attributes:
+      short_side, max_size: the first rule's sizes (0 = the second rule).
+      pad_shape: ``(Hp, Wp)``, multiples of 32.
+      fit_size: the second rule's box ``(H, W)``.
+    """
+
+    short_side: int
+    max_size: int
+    pad_shape: tuple[int, int]
+    fit_size: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def from_config(cls, data) -> EvalGeometry:
+        """The geometry of a :class:`pcv.config.DataConfig` (``eval_*`` fields, else ``image_size``)."""
+        if data.eval_short_side > 0:
+            pad = tuple(data.eval_pad_shape) or eval_pad_shape(data.eval_short_side, data.eval_max_size)
+            return cls(int(data.eval_short_side), int(data.eval_max_size), tuple(int(x) for x in pad))
+        h, w = (int(s) for s in data.image_size)
+        return cls(0, 0, (round_up(h), round_up(w)), (h, w))
+
+    def resized_shape(self, hw: tuple[int, int]) -> tuple[int, int]:
+        """The size an image of ``hw`` is resized to before padding."""
+        if self.short_side > 0:
+            return eval_resize_shape(hw, self.short_side, self.max_size)
+        return fit_size(hw, self.fit_size)
+
+    def preprocess(self, image: np.ndarray, image_id=None) -> tuple[np.ndarray, dict]:
+        """One uint8 ``[H, W, 3]`` image -> (padded uint8 ``[Hp, Wp, 3]``, ``meta``) (:func:`resize_and_pad`)."""
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"image {image_id!r}: expected uint8 RGB [H, W, 3], got {image.dtype} {image.shape}")
+        return resize_and_pad(
+            {"image": image, "image_id": image_id}, self.resized_shape(image.shape[:2]), self.pad_shape
+        )
 
 
 def to_original(prediction: np.ndarray, meta: Mapping) -> np.ndarray:

@@ -1,12 +1,12 @@
-"""Evaluation: COCO panoptic quality (PQ).
+"""Evaluation: COCO panoptic quality (PQ), and the one COCO panoptic writer.
 
-``pq_compute`` scores COCO panoptic JSON + PNG folders; ``pq_image_stats`` and
-``PQStat`` do the same on in-memory id maps for the trainer. See
-``pcv.evaluation.pq`` for the rules and the command line.
+- :mod:`pcv.evaluation.pq`: ``pq_compute`` scores COCO panoptic JSON + PNG
+  folders; ``pq_image_stats`` and ``PQStat`` do the same on in-memory id maps.
+- :mod:`pcv.evaluation.coco_files`: ``CocoPanopticWriter`` (predictions) and
+  ``write_coco_panoptic`` (a dataset's ground truth).
 
-The names are loaded lazily (PEP 562) so that ``python -m pcv.evaluation.pq``
-does not import its own module twice (runpy warns when the package has already
-imported the submodule it is asked to run).
+The command line is ``python -m pcv.pq``. Names are loaded lazily (PEP 562),
+so importing the package stays cheap.
 """
 
 from __future__ import annotations
@@ -14,35 +14,38 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-__all__ = [
-    "PQInputError",
-    "PQStat",
-    "PQStatCat",
-    "format_table",
-    "id2rgb",
-    "pq_compute",
-    "pq_image_stats",
-    "read_id_png",
-    "rgb2id",
-]
+_WHERE = {
+    "PQInputError": "pq",
+    "PQStat": "pq",
+    "PQStatCat": "pq",
+    "format_table": "pq",
+    "pq_compute": "pq",
+    "pq_image_stats": "pq",
+    "read_id_png": "pq",
+    "CocoPanopticWriter": "coco_files",
+    "write_coco_panoptic": "coco_files",
+}
+__all__ = [*_WHERE, "id2rgb", "rgb2id"]
 
 if TYPE_CHECKING:
-    from pcv.evaluation.pq import (
+    from pcv.data.panoptic import id2rgb, rgb2id  # noqa: F401
+    from pcv.evaluation.coco_files import CocoPanopticWriter, write_coco_panoptic  # noqa: F401
+    from pcv.evaluation.pq import (  # noqa: F401
         PQInputError,
         PQStat,
         PQStatCat,
         format_table,
-        id2rgb,
         pq_compute,
         pq_image_stats,
         read_id_png,
-        rgb2id,
     )
 
 
 def __getattr__(name: str):
-    if name in __all__:
-        return getattr(importlib.import_module("pcv.evaluation.pq"), name)
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"pcv.evaluation.{_WHERE[name]}"), name)
+    if name in ("id2rgb", "rgb2id"):
+        return getattr(importlib.import_module("pcv.data.panoptic"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -40,28 +40,26 @@ Segment areas are counted from the id maps (the JSON ``area`` fields are not
 used). Inputs that break the format raise ``PQInputError`` naming the image
 and the segment.
 
-Command line (prints the All / Things / Stuff table, exits non-zero with a
-one-line message on bad input)::
-
-    python -m pcv.evaluation.pq --gt-json panoptic_val2017.json \\
-        --pred-json predictions.json [--gt-folder DIR] [--pred-folder DIR] \\
-        [--workers N] [--output result.json]
+Command line: ``python -m pcv.pq`` (:mod:`pcv.pq`). Files may be local or
+on ``gs://``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import multiprocessing
 import os
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from etils import epath
 from PIL import Image
+
+from pcv.data.panoptic import id2rgb, rgb2id
+from pcv.errors import PcvError
 
 VOID = 0
 #: The three rows of the COCO summary, and which categories each averages.
@@ -70,52 +68,8 @@ GROUPS: tuple[tuple[str, bool | None], ...] = (("All", None), ("Things", True), 
 IMAGES_PER_WORKER = 50
 
 
-class PQInputError(ValueError):
+class PQInputError(PcvError, ValueError):
     """Predictions or ground truth that break the COCO panoptic format."""
-
-
-# ----------------------------------------------------------------------------
-# Segment ids <-> RGB
-# ----------------------------------------------------------------------------
-
-
-def rgb2id(color):
-    """Segment ids from COCO panoptic colours: id = R + 256 G + 256**2 B.
-
-    Args:
-      color: ``[..., 3]`` array (an RGB image ``[H, W, 3]``), or one ``(R, G,
-        B)`` triple.
-
-    Returns:
-      ``[...]`` int64 ids, or a Python int for a single triple. Channels are
-      widened before combining: in uint8, ``256 * G`` would wrap.
-    """
-    arr = np.asarray(color)
-    if arr.shape[-1:] != (3,):
-        raise ValueError(f"rgb2id expects [..., 3] colours, got shape {arr.shape}")
-    arr = arr.astype(np.int64)
-    ids = arr[..., 0] + 256 * arr[..., 1] + 256 * 256 * arr[..., 2]
-    return int(ids) if ids.ndim == 0 else ids
-
-
-def id2rgb(ids):
-    """COCO panoptic colours from segment ids, the inverse of ``rgb2id``.
-
-    Args:
-      ids: ``[...]`` non-negative integer ids below 256**3, or one int.
-
-    Returns:
-      ``[..., 3]`` uint8 (an ``[H, W, 3]`` image for an ``[H, W]`` map), or a
-      ``(R, G, B)`` tuple of ints for a single id.
-    """
-    arr = np.asarray(ids)
-    if not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"id2rgb expects integer ids, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if arr.size and (arr.min() < 0 or arr.max() >= 256**3):
-        raise ValueError("id2rgb: segment ids must lie in [0, 256**3) to fit in RGB")
-    rgb = np.stack([arr % 256, arr // 256 % 256, arr // 256**2], axis=-1).astype(np.uint8)
-    return tuple(int(c) for c in rgb) if rgb.ndim == 1 else rgb
 
 
 # ----------------------------------------------------------------------------
@@ -304,9 +258,7 @@ def _segments_by_id(
         if segment_id in out:
             raise PQInputError(f"{where}: {what} segments_info has segment id {segment_id} more than once")
         if category_id not in known_categories:
-            raise PQInputError(
-                f"{where}: {what} segment id {segment_id} has unknown category_id {category_id}"
-            )
+            raise PQInputError(f"{where}: {what} segment id {segment_id} has unknown category_id {category_id}")
         out[segment_id] = segment
     return out
 
@@ -454,7 +406,7 @@ def read_id_png(path: str | os.PathLike, what: str = "PNG", where: str | None = 
     """
     suffix = f" ({where})" if where else ""
     try:
-        with Image.open(path) as image:
+        with epath.Path(path).open("rb") as f, Image.open(f) as image:
             image.load()
             mode = image.mode
             rgb = np.asarray(image)
@@ -471,8 +423,8 @@ def _image_stats_from_files(
     gt_ann: Mapping, pred_ann: Mapping, gt_folder: str, pred_folder: str, category_ids
 ) -> PQStat:
     where = _describe(gt_ann["image_id"], gt_ann["file_name"])
-    gt_path = os.path.join(gt_folder, gt_ann["file_name"])
-    pred_path = os.path.join(pred_folder, pred_ann["file_name"])
+    gt_path = f"{gt_folder.rstrip('/')}/{gt_ann['file_name']}"
+    pred_path = f"{pred_folder.rstrip('/')}/{pred_ann['file_name']}"
     gt_ids = read_id_png(gt_path, "ground-truth PNG", where)
     pred_ids = read_id_png(pred_path, "prediction PNG", where)
     if gt_ids.shape != pred_ids.shape:
@@ -503,8 +455,7 @@ def _pq_chunk(pairs, gt_folder: str, pred_folder: str, category_ids) -> list[PQS
 
 def _load_json(path, what: str) -> dict:
     try:
-        with open(path) as f:
-            data = json.load(f)
+        data = json.loads(epath.Path(path).read_text())
     except FileNotFoundError as e:
         raise PQInputError(f"{what} JSON not found: {path}") from e
     except (OSError, ValueError) as e:
@@ -516,6 +467,17 @@ def _load_json(path, what: str) -> dict:
             raise PQInputError(
                 f"{what} JSON {path}: annotation {str(ann)[:200]} lacks 'image_id', 'file_name' or 'segments_info'"
             )
+        if not isinstance(ann["segments_info"], list):
+            raise PQInputError(
+                f"{what} JSON {path}: annotation of image_id {ann['image_id']!r} ({ann['file_name']}) has "
+                f"segments_info {ann['segments_info']!r}; expected a list (empty for an image without segments)"
+            )
+        for seg in ann["segments_info"]:
+            if not isinstance(seg, dict):
+                raise PQInputError(
+                    f"{what} JSON {path}: image_id {ann['image_id']!r} has a segment {seg!r}; "
+                    "expected an object with 'id' and 'category_id'"
+                )
     return data
 
 
@@ -586,8 +548,7 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, n
         pred_ann = pred_by_image.get(gt_ann["image_id"])
         if pred_ann is None:
             raise PQInputError(
-                f"no prediction for image {gt_ann['file_name']} (image_id {gt_ann['image_id']}) "
-                f"in {pred_json_file}"
+                f"no prediction for image {gt_ann['file_name']} (image_id {gt_ann['image_id']}) in {pred_json_file}"
             )
         pairs.append((gt_ann, pred_ann))
 
@@ -616,7 +577,7 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, n
 
 
 # ----------------------------------------------------------------------------
-# Command line
+# The summary table
 # ----------------------------------------------------------------------------
 
 
@@ -625,43 +586,5 @@ def format_table(results: Mapping[str, Any]) -> str:
     lines = [f"{'':10s}| {'PQ':>6s} {'SQ':>6s} {'RQ':>6s} {'N':>5s}", "-" * 38]
     for name, _ in GROUPS:
         row = results[name]
-        lines.append(
-            f"{name:10s}| {100 * row['pq']:6.1f} {100 * row['sq']:6.1f} {100 * row['rq']:6.1f} {row['n']:5d}"
-        )
+        lines.append(f"{name:10s}| {100 * row['pq']:6.1f} {100 * row['sq']:6.1f} {100 * row['rq']:6.1f} {row['n']:5d}")
     return "\n".join(lines)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pcv.evaluation.pq``: print the PQ table; exit 1 on bad input."""
-    parser = argparse.ArgumentParser(
-        prog="python -m pcv.evaluation.pq", description="COCO panoptic quality (PQ) of predictions."
-    )
-    parser.add_argument("--gt-json", required=True, help="COCO panoptic ground-truth JSON")
-    parser.add_argument("--pred-json", required=True, help="predictions, same format")
-    parser.add_argument("--gt-folder", default=None, help="ground-truth PNGs (default: gt JSON path without .json)")
-    parser.add_argument("--pred-folder", default=None, help="prediction PNGs (default: pred JSON path without .json)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (default: by set size; 0 = in-process)")
-    parser.add_argument("--output", default=None, help="write the result dict here as JSON")
-    args = parser.parse_args(argv)
-    try:
-        results = pq_compute(args.gt_json, args.pred_json, args.gt_folder, args.pred_folder, num_workers=args.workers)
-    except (PQInputError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    print(format_table(results))
-    if args.output:
-        try:
-            with open(args.output, "w") as f:
-                json.dump(results, f, indent=2)
-        except OSError as e:
-            print(f"error: cannot write {args.output}: {e}", file=sys.stderr)
-            return 1
-    return 0
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy, so classes and
-    # functions sent to worker processes have one importable home.
-    from pcv.evaluation.pq import main as _main
-
-    sys.exit(_main())

@@ -7,8 +7,8 @@
     out = model(images)  # {"semantic": [B, H/4, W/4, C], "votes": [B, H/4, W/4, K+1]}
 
 ImageNet weights for the backbone: ``PCVNet(..., pretrained="resnet50.safetensors")``,
-or :func:`pcv.models.pretrained.load_backbone` (imported on its own, so that
-``python -m pcv.models.pretrained`` runs it as a fresh module).
+or :func:`pcv.models.pretrained.load_backbone`; ``python -m pcv.pretrained``
+converts and checks weight files.
 """
 
 from pcv.models.fpn import FPN, HEAD_NORMS, PyramidFusion, upsample_bilinear_2x, upsample_nearest_2x

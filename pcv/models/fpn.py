@@ -20,10 +20,8 @@ from collections.abc import Sequence
 import jax.numpy as jnp
 from flax import nnx
 
-from pcv.models.resnet import NORMS, conv, conv_init, fan_in_uniform_init, make_norm
-
-HEAD_NORMS = (*NORMS, "none")
-
+from pcv.config import HEAD_NORMS
+from pcv.models.resnet import conv, conv_init, fan_in_uniform_init, make_norm
 
 
 def upsample_nearest_2x(x):
@@ -149,7 +147,9 @@ class PyramidFusion(nnx.Module):
         levels = []
         for i in range(num_levels):
             n = max(1, i)
-            levels.append(nnx.List([ConvNorm(in_channels if j == 0 else channels, channels, 3, **kw) for j in range(n)]))
+            levels.append(
+                nnx.List([ConvNorm(in_channels if j == 0 else channels, channels, 3, **kw) for j in range(n)])
+            )
         self.stages = nnx.List(levels)
 
     def __call__(self, pyramid):
@@ -163,4 +163,3 @@ class PyramidFusion(nnx.Module):
                     x = upsample_bilinear_2x(x)
             fused = x if fused is None else fused + x
         return fused
-

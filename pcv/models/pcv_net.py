@@ -45,11 +45,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pcv.models.fpn import HEAD_NORMS, FPN, PyramidFusion
+from pcv.geometry import SIZE_MULTIPLE
+from pcv.models.fpn import FPN, HEAD_NORMS, PyramidFusion
 from pcv.models.resnet import BACKBONES, NORMS, build_backbone
-
-STRIDE = 4  # output stride of the heads
-SIZE_MULTIPLE = 32  # input sizes must be multiples of the coarsest stride (C5)
 
 
 class PCVNet(nnx.Module):
@@ -114,6 +112,7 @@ class PCVNet(nnx.Module):
         self.num_classes = num_classes
         self.num_bins = num_bins
         self.dtype = dtype
+
         def make_backbone(rngs):
             return build_backbone(
                 backbone,
@@ -125,7 +124,7 @@ class PCVNet(nnx.Module):
             )
 
         if pretrained:
-            from pcv.models.pretrained import load_backbone  # here: keeps `python -m pcv.models.pretrained` clean
+            from pcv.models.pretrained import load_backbone  # here: only a pretrained model needs it
 
             # Every backbone variable comes from the file (load_backbone fills
             # all or raises), so skip computing a random init: build it
@@ -135,7 +134,9 @@ class PCVNet(nnx.Module):
         else:
             self.backbone = make_backbone(rngs)
         self.fpn = FPN(self.backbone.out_channels, fpn_channels, norm=head_norm, **kw)
-        self.fusion = PyramidFusion(fpn_channels, fusion_channels, len(self.backbone.out_channels), norm=head_norm, **kw)
+        self.fusion = PyramidFusion(
+            fpn_channels, fusion_channels, len(self.backbone.out_channels), norm=head_norm, **kw
+        )
         # Heads: float32 1x1 convs (cheap next to the trunk), small init so the
         # initial predictions are near uniform.
         head_kw = dict(

@@ -9,13 +9,14 @@ r"""ImageNet-pretrained ResNet weights from torchvision / timm files into the Fl
     report = load_backbone(model, "resnet50-11ad3fa6.pth")    # or later, by hand
     print(report)  # ...: 265 tensors loaded, 55 ignored (fc.* classifier, num_batches_tracked)
 
-    python -m pcv.models.pretrained convert resnet50-11ad3fa6.pth resnet50.safetensors  # needs torch
-    python -m pcv.models.pretrained check resnet50.safetensors --backbone resnet50
+    python -m pcv.pretrained convert resnet50-11ad3fa6.pth resnet50.safetensors  # needs torch
+    python -m pcv.pretrained check resnet50.safetensors --backbone=resnet50
 
 Files
 -----
 * **safetensors** (timm's ``model.safetensors`` on the Hugging Face hub, or a
-  file made by ``convert``): read with numpy alone, see :func:`read_safetensors`.
+  file made by ``convert``): read with the ``safetensors`` package (numpy),
+  see :func:`read_safetensors`.
 * **PyTorch pickles** (``.pth``/``.pt``/``.bin``/``.ckpt``, e.g. torchvision's
   ``resnet50-11ad3fa6.pth``): need ``torch`` (not a dependency of pcv), see
   :func:`read_torch_state_dict`. Convert them once to safetensors to train
@@ -56,172 +57,67 @@ the 0..255 scale: ``(x - 255 mean) / (255 std)`` with
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
-import math
 import os
-import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from pcv.models.resnet import BACKBONES, ResNet, build_backbone, torchvision_key
+from pcv.errors import MissingDependency, PcvError
+from pcv.models.resnet import ResNet, torchvision_key
 
 log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------
-# safetensors, in numpy.
+# safetensors files (the safetensors package, numpy backend).
 # ----------------------------------------------------------------------------
 
-#: safetensors dtype code -> numpy dtype of the stored little-endian bytes.
-#: ``BF16`` is stored as raw 16-bit words and widened to float32 on reading.
-SAFETENSORS_DTYPES = {
-    "F64": np.dtype("<f8"),
-    "F32": np.dtype("<f4"),
-    "F16": np.dtype("<f2"),
-    "BF16": np.dtype("<u2"),
-    "I64": np.dtype("<i8"),
-    "I32": np.dtype("<i4"),
-    "I16": np.dtype("<i2"),
-    "I8": np.dtype("i1"),
-    "U64": np.dtype("<u8"),
-    "U32": np.dtype("<u4"),
-    "U16": np.dtype("<u2"),
-    "U8": np.dtype("u1"),
-    "BOOL": np.dtype("?"),
-}
-_NUMPY_TO_SAFETENSORS = {v.newbyteorder("="): k for k, v in SAFETENSORS_DTYPES.items() if k != "BF16"}
-_MAX_HEADER = 100 * 2**20  # the format's own limit on the JSON header (100 MB)
 
-
-class CorruptFileError(ValueError):
+class CorruptFileError(PcvError, ValueError):
     """A weight file that is truncated or not in the format its name promises."""
 
 
-def bf16_to_float32(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 bit patterns (uint16) -> float32: they are float32's upper 16 bits."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
 def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """All tensors of a safetensors file, as numpy arrays (BF16 widened to float32).
+    """All tensors of a safetensors file as numpy arrays (BF16 widened to float32).
 
-    Format: 8 bytes little-endian ``N``; ``N`` bytes of JSON
-    ``{name: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}}``
-    (plus an optional ``"__metadata__"`` of strings); then the data buffer, in
-    which every tensor is ``[begin, end)``, C order, little-endian, and the
-    tensors cover the buffer exactly. Raises :class:`CorruptFileError`, naming
-    the file (and tensor), for a truncated file or an inconsistent header.
+    Raises :class:`CorruptFileError` naming the file for a truncated file or
+    a damaged header.
     """
-    path = Path(path)
-    raw = bytearray(path.stat().st_size)  # one buffer, read into; the arrays view it (and are writable)
-    with open(path, "rb") as f:
-        got = f.readinto(raw)
-    del raw[got:]  # (only if the file shrank meanwhile)
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
 
-    def bad(msg):
-        return CorruptFileError(f"{path}: not a valid safetensors file: {msg}")
-
-    if len(raw) < 8:
-        raise bad(f"{len(raw)} bytes, shorter than the 8-byte header length (truncated?)")
-    n = int.from_bytes(raw[:8], "little")
-    if n > _MAX_HEADER:
-        raise bad(f"header length {n} is over the format's limit of {_MAX_HEADER} bytes")
-    if 8 + n > len(raw):
-        raise bad(f"header of {n} bytes does not fit in the {len(raw)}-byte file (truncated?)")
     try:
-        header = json.loads(bytes(raw[8 : 8 + n]).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise bad(f"header is not UTF-8 JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise bad(f"header is a JSON {type(header).__name__}, expected an object")
-    buffer = memoryview(raw)[8 + n :]
-
-    tensors, spans = {}, []
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        if not (isinstance(info, dict) and {"dtype", "shape", "data_offsets"} <= info.keys()):
-            raise bad(f"tensor {name!r}: header entry {info!r} lacks dtype/shape/data_offsets")
-        code, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
-        if code not in SAFETENSORS_DTYPES:
-            raise bad(f"tensor {name!r}: dtype {code!r} is not one of {sorted(SAFETENSORS_DTYPES)}")
-        if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
-            raise bad(f"tensor {name!r}: shape {shape!r} is not a list of sizes")
-        if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
-            raise bad(f"tensor {name!r}: data_offsets {offsets!r} is not [begin, end]")
-        begin, end = offsets
-        dtype = SAFETENSORS_DTYPES[code]
-        size = math.prod(shape) * dtype.itemsize
-        if not 0 <= begin <= end or end - begin != size:
-            raise bad(f"tensor {name!r}: data_offsets {offsets} hold {end - begin} bytes, {code}{shape} needs {size}")
-        if end > len(buffer):
-            raise bad(
-                f"tensor {name!r} ends at byte {end} of the data, which has only {len(buffer)} bytes (truncated?)"
-            )
-        array = np.frombuffer(buffer, dtype, math.prod(shape), begin).reshape(shape)
-        tensors[name] = bf16_to_float32(array) if code == "BF16" else array.astype(dtype.newbyteorder("="), copy=False)
-        spans.append((begin, end, name))
-
-    # The format has the tensors tile the buffer: a gap or an overlap means a
-    # damaged header, and bytes past the last tensor a damaged file.
-    position = 0
-    for begin, end, name in sorted(spans):
-        if begin != position:
-            raise bad(f"tensor {name!r} starts at byte {begin} of the data, expected {position} (gap or overlap)")
-        position = end
-    if position != len(buffer):
-        raise bad(f"{len(buffer) - position} bytes after the last tensor")
-    return tensors
+        tensors = load_file(os.fspath(path))
+    except (SafetensorError, ValueError) as e:
+        raise CorruptFileError(f"{path}: not a valid safetensors file: {e}") from None
+    return {k: (v.astype(np.float32) if v.dtype.name == "bfloat16" else v) for k, v in tensors.items()}
 
 
 def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``__metadata__`` strings of a safetensors file ({} if none)."""
-    with open(path, "rb") as f:
-        n = int.from_bytes(f.read(8), "little")
-        return dict(json.loads(f.read(n)).get("__metadata__", {}))
+    from safetensors import safe_open
+
+    with safe_open(os.fspath(path), framework="numpy") as f:
+        return dict(f.metadata() or {})
 
 
 def write_safetensors(
     path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
 ) -> None:
-    """Write ``tensors`` (name -> array) as a safetensors file, in name order.
+    """Write ``tensors`` (name -> array, any numpy dtype incl. bfloat16) as a safetensors file."""
+    from safetensors.numpy import save_file
 
-    Any dtype of :data:`SAFETENSORS_DTYPES` (numpy, or ``ml_dtypes.bfloat16``
-    = ``jnp.bfloat16`` for BF16). The JSON header is padded with spaces to a
-    multiple of 8 bytes so that 8-byte tensors are aligned in the file.
-    """
-    header: dict = {}
-    if metadata:
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
-            raise TypeError(f"safetensors metadata must map str to str, got {dict(metadata)!r}")
-        header["__metadata__"] = dict(metadata)
-    chunks, offset = [], 0
-    for name in sorted(tensors):
-        array = np.asarray(tensors[name])
-        if array.dtype.name == "bfloat16":
-            code, data = "BF16", array.view(np.uint16).astype("<u2")
-        elif array.dtype in _NUMPY_TO_SAFETENSORS:
-            code = _NUMPY_TO_SAFETENSORS[array.dtype]
-            data = array.astype(SAFETENSORS_DTYPES[code])
-        else:
-            raise TypeError(f"tensor {name!r}: dtype {array.dtype} has no safetensors code")
-        data = np.ascontiguousarray(data).tobytes()
-        header[name] = {"dtype": code, "shape": list(array.shape), "data_offsets": [offset, offset + len(data)]}
-        chunks.append(data)
-        offset += len(data)
-    blob = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    blob += b" " * (-len(blob) % 8)
-    with open(path, "wb") as f:
-        f.write(len(blob).to_bytes(8, "little"))
-        f.write(blob)
-        for chunk in chunks:
-            f.write(chunk)
+    if metadata and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
+        raise TypeError(f"safetensors metadata must map str to str, got {dict(metadata)!r}")
+    save_file(
+        {k: np.require(np.asarray(v), requirements="C") for k, v in tensors.items()},
+        os.fspath(path),
+        metadata=dict(metadata) if metadata else None,
+    )
 
 
 # ----------------------------------------------------------------------------
@@ -265,10 +161,10 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         import torch
     except ImportError:
-        raise ImportError(
+        raise MissingDependency(
             f"reading the PyTorch file {path} needs torch, which pcv does not install: "
             "`pip install torch`, or convert it elsewhere with "
-            "`python -m pcv.models.pretrained convert IN.pth OUT.safetensors` and load the .safetensors file"
+            "`python -m pcv.pretrained convert IN.pth OUT.safetensors` and load the .safetensors file"
         ) from None
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -311,8 +207,7 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if len(head) == 9 and head[8:9] == b"{":  # 8-byte length, then the JSON header
         return strip_module_prefix(read_safetensors(path))
     raise ValueError(
-        f"{path}: unknown weight file type; expected .safetensors or a PyTorch file "
-        f"({', '.join(_TORCH_SUFFIXES)})"
+        f"{path}: unknown weight file type; expected .safetensors or a PyTorch file ({', '.join(_TORCH_SUFFIXES)})"
     )
 
 
@@ -325,7 +220,7 @@ IGNORED_SUFFIXES = (".num_batches_tracked",)
 IGNORED_MODULES = ("fc.",)  # the ImageNet classifier
 
 
-class WeightMismatchError(ValueError):
+class WeightMismatchError(PcvError, ValueError):
     """The weights do not fit the backbone: lists missing, unexpected and mis-shaped names.
 
     Attributes ``missing`` [(name, expected torch shape)], ``unexpected``
@@ -493,53 +388,3 @@ def load_backbone(
     report = LoadReport(source, prefix, tuple(loaded), tuple(sorted(ignored)))
     log.info("%s", report)
     return report
-
-
-# ----------------------------------------------------------------------------
-# Command line.
-# ----------------------------------------------------------------------------
-
-
-def _convert(args) -> int:
-    if Path(args.output).suffix.lower() != ".safetensors":
-        raise ValueError(f"output {args.output} should end in .safetensors")
-    tensors = load_state_dict(args.input)
-    write_safetensors(args.output, tensors, {"format": "pt", "source": Path(args.input).name})
-    print(f"wrote {len(tensors)} tensors to {args.output}")
-    return 0
-
-
-def _check(args) -> int:
-    # Abstract: no random init to compute, the load fills every variable.
-    backbone = nnx.eval_shape(lambda: build_backbone(args.backbone, norm=args.norm, rngs=nnx.Rngs(0)))
-    report = load_backbone(backbone, args.file, prefix=args.prefix)
-    print(report)
-    if args.verbose:
-        print("ignored:", *report.ignored, sep="\n  ")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pcv.models.pretrained", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("convert", help="PyTorch state dict (.pth) -> .safetensors (needs torch)")
-    p.add_argument("input")
-    p.add_argument("output")
-    p.set_defaults(run=_convert)
-    p = sub.add_parser("check", help="load a weight file into a backbone and print what was loaded")
-    p.add_argument("file")
-    p.add_argument("--backbone", default="resnet50", choices=sorted(BACKBONES))
-    p.add_argument("--norm", default="frozen", choices=("batch", "frozen"))
-    p.add_argument("--prefix", default=None, help="text before the backbone names (default: found)")
-    p.add_argument("-v", "--verbose", action="store_true", help="list the ignored names")
-    p.set_defaults(run=_check)
-    args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except (OSError, ImportError, ValueError) as e:  # bad file or weights: the message says which
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -54,7 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-NORMS = ("batch", "frozen", "group")
+from pcv.config import BACKBONES as BACKBONE_NAMES  # one definition of the names
+from pcv.config import NORMS
 
 
 def _fans(shape):
@@ -342,7 +343,7 @@ def resnet_small(**kwargs) -> ResNet:
     return ResNet("basic", (1, 1, 1, 1), (16, 32, 64, 128), stem_width=16, **kwargs)
 
 
-BACKBONES = {"resnet50": resnet50, "resnet101": resnet101, "small": resnet_small}
+BACKBONES = dict(zip(BACKBONE_NAMES, (resnet_small, resnet50, resnet101)))
 
 
 def build_backbone(name: str, **kwargs) -> ResNet:

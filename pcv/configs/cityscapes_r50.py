@@ -13,14 +13,14 @@ Recipe (from nothing to PQ):
    folders beside them.
 2. Prepare (validates every file, writes array_record; no TensorFlow)::
 
-       python -m pcv.data.prepare --dataset=cityscapes --manual_dir=~/data/cityscapes --data_dir=~/pcv_data
+       python -m pcv.prepare --dataset=cityscapes --manual_dir=~/data/cityscapes --data_dir=~/pcv_data
 
    It prints ``train: 2975 examples ...``, ``val: 500 examples ...`` and the
    path, ``~/pcv_data/pcv_panoptic/cityscapes/1.0.0``.
 3. ImageNet ResNet-50 weights as in configs/coco_r50.py (step 3).
 4. Train and evaluate::
 
-       python -m pcv.train --config=configs/cityscapes_r50.py --workdir=~/runs/cityscapes_r50 \
+       python -m pcv.train --config=cityscapes_r50 --workdir=~/runs/cityscapes_r50 \
            --config.data.data_dir=~/pcv_data/pcv_panoptic/cityscapes/1.0.0 \
            --config.model.pretrained=~/weights/resnet50.safetensors
 
@@ -37,18 +37,12 @@ Cityscapes schedule); training crops 512 x 1024 after a random scale of
 size, one shape (1024 x 2048); stuff segments under 2048 pixels are void.
 """
 
-import pathlib
-
-import ml_collections
-
-from pcv.config_files import load_config_file
+from pcv.configs import coco_r50, smoke, unknown_variant
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = load_config_file(pathlib.Path(__file__).with_name("coco_r50.py"))
+def get_config(arg: str | None = None):
+    c = coco_r50.get_config()
     c.data.image_size = (512, 1024)
-    c.data.crop_size = (512, 1024)
-    c.data.scale_range = (0.5, 2.0)
     c.data.base_size = 1024
     c.data.eval_short_side = 1024
     c.data.eval_max_size = 2048
@@ -57,13 +51,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.batch_size = 8
     c.steps = 24_000
     c.optimizer.learning_rate = 0.01
-    c.optimizer.warmup_steps = 1000
-    c.optimizer.schedule = "step"
     c.optimizer.step_boundaries = (0.75,)
 
     c.inference.min_stuff_area = 2048
     c.eval_every = 4000
     c.checkpoint_every = 1000
-    if arg not in (None, ""):
-        raise ValueError(f"configs/cityscapes_r50.py: unknown variant {arg!r}")
+    if arg == "smoke":
+        smoke(c)
+    elif arg not in (None, ""):
+        raise unknown_variant("cityscapes_r50", arg)
     return c

@@ -8,20 +8,20 @@ Recipe (from nothing to PQ):
    extracted folders work too).
 2. Prepare (validates every file, writes array_record; no TensorFlow)::
 
-       python -m pcv.data.prepare --dataset=coco --manual_dir=~/data/coco --data_dir=~/pcv_data
+       python -m pcv.prepare --dataset=coco --manual_dir=~/data/coco --data_dir=~/pcv_data
 
    It prints ``train: 118287 examples ...``, ``val: 5000 examples ...`` and the
    prepared path, ``~/pcv_data/pcv_panoptic/coco/1.0.0``.
 3. ImageNet weights for the backbone: torchvision's ``resnet50-11ad3fa6.pth``
    converted once (needs torch)::
 
-       python -m pcv.models.pretrained convert resnet50-11ad3fa6.pth ~/weights/resnet50.safetensors
+       python -m pcv.pretrained convert resnet50-11ad3fa6.pth ~/weights/resnet50.safetensors
 
    or timm's ``resnet50`` ``model.safetensors`` as it is.
 4. Train and evaluate (every accelerator of the host or pod; resumes by
-   itself when restarted with the same command)::
+   itself when restarted with the same command; on a pod see launch/)::
 
-       python -m pcv.train --config=configs/coco_r50.py --workdir=~/runs/coco_r50 \
+       python -m pcv.train --config=coco_r50 --workdir=gs://my-bucket/runs/coco_r50 \
            --config.data.data_dir=~/pcv_data/pcv_panoptic/coco/1.0.0 \
            --config.model.pretrained=~/weights/resnet50.safetensors
 
@@ -31,7 +31,7 @@ Recipe (from nothing to PQ):
    with this code yet (no accelerator time so far), so treat that as the
    reference, not a promise.
 5. Score or export the checkpoint again: ``python -m pcv.evaluate
-   --workdir=~/runs/coco_r50`` (COCO panoptic PNG + JSON, PQ table).
+   --workdir=...`` (COCO panoptic PNG + JSON, PQ table).
 
 Settings: the default grid (K = 233 bins, 243-pixel field at stride 4), heads
 at stride 4, FPN 256 / fusion 128 channels; frozen ImageNet BatchNorm in
@@ -41,33 +41,24 @@ compute with f32 weights; global batch 16, SGD momentum 0.9, weight decay
 1e-4, lr 0.02 with 1000 warmup steps, x0.1 at 2/3 and 8/9 of 90k steps (the
 1x schedule); training crops 512 x 512 after a random scale of 0.5-2.0 of a
 shorter side of 800, random flips; evaluation at shorter side 800 / longer
-at most 1333, padded to 1344 x 1344.
+at most 1333, padded to 1344 x 1344; the paper's post-processing (threshold
+4, 100 instance slots, stuff under 4096 pixels void: the defaults).
 """
 
-import pathlib
-
-import ml_collections
-
-from pcv.config_files import load_config_file
+from pcv.config import default_config
+from pcv.configs import smoke, unknown_variant
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    c = load_config_file(pathlib.Path(__file__).with_name("synthetic.py"))
-
+def get_config(arg: str | None = None):
+    c = default_config()
     c.data.name = "panoptic"
-    c.data.data_dir = ""  # required: the prepared dataset (python -m pcv.data.prepare)
-    c.data.train_split = "train"
-    c.data.val_split = "val"
+    c.data.data_dir = ""  # required: the prepared dataset (python -m pcv.prepare)
     c.data.image_size = (512, 512)
-    c.data.crop_size = (512, 512)
     c.data.scale_range = (0.5, 2.0)
     c.data.base_size = 800
-    c.data.hflip = True
-    c.data.color_jitter = 0.0
     c.data.num_workers = 4  # per host; ~5-6 cores per accelerator keep it fed (BENCHMARKS.md)
     c.data.eval_short_side = 800
-    c.data.eval_max_size = 1333
-    c.data.eval_pad_shape = ()  # () = (1344, 1344), one shape for both orientations
+    c.data.eval_max_size = 1333  # padded to (1344, 1344): one shape for both orientations
 
     c.grid = ((1, 1), (3, 4), (9, 3), (27, 3))  # the paper's grid: K = 233, 243 x 243 field
 
@@ -75,29 +66,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.model.fpn_channels = 256
     c.model.fusion_channels = 128
     c.model.backbone_norm = "frozen"
-    c.model.head_norm = "batch"
     c.model.dtype = "bfloat16"
-    c.model.pretrained = ""  # ImageNet ResNet-50 (.safetensors or .pth); "" trains from scratch
 
-    c.batch_size = 16
     c.steps = 90_000
     c.optimizer.learning_rate = 0.02
     c.optimizer.warmup_steps = 1000
     c.optimizer.schedule = "step"
-    c.optimizer.step_boundaries = (0.67, 0.89)
-    c.optimizer.step_factor = 0.1
-    c.optimizer.weight_decay = 1e-4
-
-    c.inference.threshold = 4.0
-    c.inference.max_instances = 100
-    c.inference.min_stuff_area = 4096
-    c.inference.top_t = 1
 
     c.log_every = 100
     c.eval_every = 10_000
     c.checkpoint_every = 2000
-    c.keep_checkpoints = 3
-    c.num_panel_images = 4
-    if arg not in (None, ""):
-        raise ValueError(f"configs/coco_r50.py: unknown variant {arg!r}")
+    if arg == "smoke":
+        smoke(c)
+    elif arg not in (None, ""):
+        raise unknown_variant("coco_r50", arg)
     return c

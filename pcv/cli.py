@@ -1,0 +1,180 @@
+"""What every command shares: absl flags, ``--config`` with overrides, and one way of failing.
+
+Each command (``python -m pcv.train``, ``evaluate``, ``predict``, ``export``,
+``prepare``, ``pq``, ``pretrained``, ``bench``) is a short ``main`` that
+defines its absl flags (spelled with underscores: ``--out_dir``,
+``--gt_json``) on a fresh ``FlagValues`` (so commands can be called
+repeatedly in one process, e.g. from tests) and hands it and a function to
+:func:`run`, which
+
+- parses the flags; ``--config=<name or path>[:variant]`` names a config
+  (:mod:`pcv.configs`) and ``--config.<field>=<value>`` overrides any field
+  (values are Python literals, or plain text for text fields);
+- prints an expected failure (:class:`~pcv.errors.PcvError`, a bad flag,
+  an OS error such as a missing file, no permission or a full disk) as one
+  line ``error: ...`` and exits with code 1; ``--debug`` (or
+  ``PCV_DEBUG=1``) shows the traceback as well. Anything else is a bug and
+  keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+
+from absl import flags
+
+from pcv import configs
+from pcv.errors import ConfigError, PcvError
+
+CONFIG_PREFIX = "--config."
+
+
+def new_flags() -> flags.FlagValues:
+    """A fresh set of flags for one command, with ``--debug``."""
+    fv = flags.FlagValues()
+    flags.DEFINE_bool("debug", False, "Show tracebacks of expected errors too (also PCV_DEBUG=1).", flag_values=fv)
+    return fv
+
+
+def define_config_flag(
+    fv: flags.FlagValues, default: str | None = configs.DEFAULT, help_text: str | None = None
+) -> None:
+    flags.DEFINE_string(
+        "config",
+        default,
+        help_text
+        or "Config: a shipped name ("
+        + ", ".join(configs.NAMES)
+        + ") or a file path, with an optional "
+        ":variant (e.g. synthetic:smoke). Override fields with --config.<field>=<value>.",
+        flag_values=fv,
+    )
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """``argv`` without the ``--config.<field>=<value>`` arguments, and those as ``(field, text)``."""
+    rest, overrides = [], []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith(CONFIG_PREFIX):
+            name, sep, value = arg[len(CONFIG_PREFIX) :].partition("=")
+            if not sep:
+                if i + 1 >= len(args):
+                    raise ConfigError(f"{arg}: needs a value (--config.{name}=VALUE)")
+                value, i = args[i + 1], i + 1
+            overrides.append((name, value))
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
+
+
+def parse_value(text: str, default) -> object:
+    """A flag's text as the type of the field's default: plain text for text fields, else a Python literal."""
+    if isinstance(default, str):
+        return os.path.expanduser(text) if text.startswith("~") else text
+    if isinstance(default, bool):
+        lowered = text.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+        return text
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def apply_overrides(config, overrides: Sequence[tuple[str, str]]):
+    """Set dotted fields of a ConfigDict from flag text (unknown fields are left to validation to name)."""
+    import ml_collections
+
+    from pcv.config import Config, flat
+
+    defaults = flat(Config())
+    for name, text in overrides:
+        node = config
+        *path, last = name.split(".")
+        for part in path:
+            if part not in node:
+                raise ConfigError(f"config.{name}: no such field ({part!r} is not a group of fields)")
+            node = node[part]
+        if not isinstance(node, ml_collections.ConfigDict):
+            raise ConfigError(f"config.{name}: {'.'.join(path)} is not a group of fields")
+        value = parse_value(text, defaults.get(name, node.get(last)))
+        try:
+            node[last] = value
+        except TypeError:
+            expected = type(node[last]).__name__
+            raise ConfigError(f"config.{name}: expected {expected}, got {text!r}") from None
+    return config
+
+
+def load_config(spec: str | None, overrides: Sequence[tuple[str, str]] = ()):
+    """The ConfigDict of ``--config`` with the overrides applied."""
+    config = configs.load(spec or configs.DEFAULT)
+    return apply_overrides(config, overrides)
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        text = f"{error.filename}: {error.strerror}"
+    return " ".join(text.split()) if text else type(error).__name__
+
+
+def expected(error: BaseException) -> bool:
+    """Whether ``error`` is an expected failure (module docstring) rather than a bug."""
+    return isinstance(error, (PcvError, OSError, flags.Error)) or type(error).__name__ in (
+        "PanopticDataError",
+        "PQInputError",
+        "CorruptFileError",
+        "WeightMismatchError",
+    )
+
+
+def run(
+    fv: flags.FlagValues,
+    program: Callable[[list[str], list[tuple[str, str]]], int | None],
+    argv: Sequence[str] | None = None,
+    *,
+    takes_config: bool = True,
+) -> int:
+    """Parse ``fv`` from ``argv``, call ``program(args, overrides)``, turn expected failures into one line.
+
+    ``argv``: the arguments after the program name (default ``sys.argv[1:]``).
+    ``args`` are the positional arguments (``args[0]`` the program name),
+    ``overrides`` the ``--config.<field>=<value>`` pairs. Returns the exit
+    code (the caller passes it to ``sys.exit``).
+    """
+    argv = list(sys.argv) if argv is None else ["pcv", *argv]
+    debug = os.environ.get("PCV_DEBUG", "") not in ("", "0")
+    try:
+        if takes_config:
+            argv, overrides = split_overrides(argv)
+        else:
+            overrides = []
+        args = fv(argv)
+        debug = debug or fv.debug
+        from absl import logging
+
+        logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+        code = program(args, overrides)
+        return int(code or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001
+        if not expected(e):
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 1

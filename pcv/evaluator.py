@@ -1,0 +1,293 @@
+"""Scoring a :class:`~pcv.predictor.Predictor` on a split: in memory (training) or writing COCO files (commands).
+
+::
+
+    evaluator = Evaluator(dataset, batch_size=16)
+    results = evaluator.run(predictor)             # {"All", "Things", "Stuff", "per_class", ...}
+    Evaluator(dataset, batch_size=16, out_dir="eval/val_step4").run(predictor)   # + COCO files
+
+Both ways score the same predictions with the same rules
+(:func:`pcv.evaluation.pq_image_stats`); the files, when written, rescore to
+the same numbers with :func:`pcv.evaluation.pq_compute` (a test checks it).
+
+Many hosts: each host predicts its share of the split (images ``h, h + P,
+...`` of P hosts) on its devices, the PQ statistics are summed across hosts,
+and every host returns the same result. With ``out_dir`` every host writes
+its own PNGs; process 0 gathers the segments and writes the JSON files.
+Only process 0 shows progress.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+
+import numpy as np
+
+from pcv import distributed
+from pcv.data.panoptic import example_stem
+from pcv.data.pipeline import eval_batches
+from pcv.evaluation.coco_files import CocoPanopticWriter, write_coco_panoptic
+from pcv.evaluation.pq import PQStat, pq_compute, pq_image_stats
+from pcv.metrics_writer import ProgressBar
+from pcv.predictor import Predictor
+
+
+@dataclasses.dataclass
+class Evaluator:
+    """Runs a predictor over (the first ``num_images`` of) a split and scores it (module docstring).
+
+    Args:
+      dataset: random access over examples, with ``categories``,
+        ``category_ids``, ``thing_mask`` (every pcv source).
+      batch_size: the global batch (a multiple of the devices of the
+        predictor's mesh).
+      num_images: evaluate the first n (default all).
+      num_shown: keep the first n ``(example, prediction)`` pairs (process 0)
+        for pictures.
+      out_dir: also write COCO panoptic files there: ``panoptic/`` +
+        ``predictions.json`` and, unless the dataset has files of its own,
+        the ground truth under ``gt/``.
+      split: the split's name (file names).
+      progress: show a progress bar (process 0).
+      log: where messages go.
+    """
+
+    dataset: object
+    batch_size: int
+    num_images: int | None = None
+    num_shown: int = 0
+    out_dir: object = None
+    split: str = "val"
+    progress: bool = True
+    log: Callable[[str], None] = print
+
+    def __post_init__(self):
+        n = len(self.dataset)
+        if self.num_images is None and n > 10**6:
+            raise ValueError(f"split {self.split!r} is unbounded ({n} examples); pass num_images")
+        self.count = n if self.num_images is None else min(int(self.num_images), n)
+        self.shown: list = []
+        self.files: dict = {}
+
+    @property
+    def out_dir_path(self):
+        from pcv.workdir import as_path
+
+        return as_path(self.out_dir)
+
+    def run(self, predictor: Predictor) -> dict:
+        """PQ of ``predictor`` on the split: ``{"All", "Things", "Stuff", "per_class"}`` (same on every host)."""
+        hosts, me = distributed.process_count(), distributed.process_index()
+        main = me == 0
+        self.shown = []
+        writer = None
+        if self.out_dir is not None:
+            writer = CocoPanopticWriter(
+                self.out_dir,
+                self.dataset.categories,
+                info={
+                    "description": f"pcv predictions, {self.split} split, step {predictor.step}, flip {predictor.flip}"
+                },
+            )
+        order: list[int] = []  # dataset position of each image written, to sort the gathered entries
+        stat = PQStat()
+        bar = ProgressBar(self.count, "eval", enabled=self.progress and main)
+        batches = eval_batches(
+            self.dataset,
+            predictor.geometry,
+            batch_size=self.batch_size,
+            num_images=self.count,
+            process_index=me,
+            process_count=hosts,
+        )
+        labels = self.dataset.categories
+        for batch in batches:
+            raw = predictor.run_padded(batch["images"])
+            for j in range(len(batch["valid"])):
+                if not batch["valid"][j]:
+                    continue
+                example = batch["examples"][j]
+                prediction = predictor.to_prediction({k: v[j] for k, v in raw.items()}, batch["meta"][j])
+                stat += pq_image_stats(
+                    example["segment_ids"],
+                    example["segments_info"],
+                    prediction.ids,
+                    prediction.segments_info,
+                    labels,
+                    image_id=example.get("image_id"),
+                )
+                if writer is not None:
+                    writer.add(
+                        example_stem(example, self.split),
+                        example["image_id"],
+                        prediction.ids,
+                        prediction.segments_info,
+                        file_name=example.get("file_name"),
+                    )
+                    order.append(int(batch["index"][j]))
+                if main and len(self.shown) < self.num_shown:
+                    self.shown.append((example, prediction))
+            bar.update(int(np.sum(batch["valid"])) * hosts)
+        bar.close()
+
+        category_ids = [int(c["id"]) for c in labels]
+        total = PQStat.from_array(distributed.sum_across_hosts(stat.to_array(category_ids)), category_ids)
+        result = total.results(labels)
+        if writer is not None:
+            self.files = self._finish_files(writer, order)
+        return result
+
+    def _finish_files(self, writer: CocoPanopticWriter, order: list[int]) -> dict:
+        """Gather every host's entries to process 0, which writes the JSONs (prediction and ground truth)."""
+        parts = distributed.gather_objects({"images": writer.images, "annotations": writer.annotations, "order": order})
+        files = {}
+        if distributed.is_main():
+            entries = sorted(
+                (i, im, ann) for part in parts for i, im, ann in zip(part["order"], part["images"], part["annotations"])
+            )
+            writer.images, writer.annotations = [e[1] for e in entries], [e[2] for e in entries]
+            pred = writer.close()
+            gt = self.ground_truth_files()
+            files = {
+                "predictions_json": str(pred["json"]),
+                "predictions_folder": str(pred["panoptic_folder"]),
+                "gt_json": str(gt["json"]),
+                "gt_folder": str(gt["panoptic_folder"]),
+            }
+        distributed.sync("pcv-evaluator-files")
+        return files
+
+    def ground_truth_files(self) -> dict:
+        """The evaluated images' ground truth as COCO files: the dataset's own, or written under ``gt/``."""
+        own = getattr(self.dataset, "coco_panoptic_files", None)
+        if own is not None and self.count == len(self.dataset):
+            return own()
+        return write_coco_panoptic(
+            self.dataset, self.out_dir_path / "gt", split=self.split, indices=range(self.count), images=False
+        )
+
+    def rescore_files(self, num_workers: int | None = 0) -> dict:
+        """PQ of the files :meth:`run` wrote, by :func:`pcv.evaluation.pq_compute` (what the COCO tools see)."""
+        f = self.files
+        return pq_compute(
+            f["gt_json"], f["predictions_json"], f["gt_folder"], f["predictions_folder"], num_workers=num_workers
+        )
+
+
+# ----------------------------------------------------------------------------
+# A trained work dir's checkpoint, scored from the files it exports.
+# ----------------------------------------------------------------------------
+
+#: Config fields ``python -m pcv.evaluate`` may override (they change what is evaluated, not the model).
+EVAL_OVERRIDES = ("data.", "inference.", "eval_batch_size", "num_devices")
+
+
+def evaluate_workdir(
+    workdir,
+    step: int | None = None,
+    *,
+    split: str = "val",
+    out_dir=None,
+    flip: bool = False,
+    num_images: int | None = None,
+    overrides: dict | None = None,
+    num_workers: int | None = None,
+    calibrated: bool = True,
+    progress: bool = True,
+    log=print,
+) -> dict:
+    """Restore a checkpoint, export its predictions on a split as COCO panoptic files, score those files.
+
+    Args:
+      workdir: the trainer's work dir (local or ``gs://``).
+      step: checkpoint step; default the newest.
+      split: ``"val"``, ``"train"`` or ``"calibration"``.
+      out_dir: default ``<workdir>/eval/<split>_step<N>[_flip]``.
+      flip: horizontal-flip test-time augmentation.
+      num_images: evaluate the first n images (default all).
+      overrides: dotted config fields to change for this evaluation
+        (``{"inference.threshold": 2.0, "data.data_dir": ...}``; only
+        ``data.*``, ``inference.*``, ``eval_batch_size``, ``num_devices``).
+      num_workers: processes scoring the files (:func:`pcv.evaluation.pq_compute`).
+      calibrated: use the work dir's calibrated post-processing when present.
+      progress, log: progress bar and where the table goes.
+    Returns:
+      what ``<out_dir>/results.json`` holds: ``step``, ``split``, ``flip``,
+      ``num_images``, ``inference`` (the settings used), ``eval`` (PQ of the
+      exported files) and ``files``.
+    """
+    import dataclasses
+
+    import jax
+    from jax.sharding import Mesh
+
+    from pcv import config as config_lib
+    from pcv.data import make_datasets
+    from pcv.errors import ConfigError
+    from pcv.evaluation.pq import format_table
+    from pcv.workdir import EVAL, Workdir, write_json
+
+    wd = Workdir(workdir)
+    wd.require()
+    config = wd.read_config()
+    overrides = dict(overrides or {})
+    for name in overrides:
+        if not name.startswith(EVAL_OVERRIDES):
+            raise ConfigError(
+                f"config.{name}: cannot change when evaluating a trained model (only "
+                "data.*, inference.*, eval_batch_size and num_devices)"
+            )
+    inference = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("inference.")}
+    config = config_lib.replace(config, **overrides)
+    devices = jax.devices()[: config.num_devices or None]
+    mesh = Mesh(np.array(devices), ("data",))
+    predictor = Predictor.from_workdir(
+        wd, step, config=config, inference=inference, calibrated=calibrated, flip=flip, mesh=mesh
+    )
+    dataset = make_datasets(config.data, config.seed).get(split)
+    if dataset.label_space != predictor.label_space:
+        raise ConfigError(
+            f"the {split} split's categories differ from the model's ({wd.path / 'categories.json'}); "
+            "evaluate on the dataset the model was trained for"
+        )
+    out = out_dir or wd.path / EVAL / f"{split}_step{predictor.step}{'_flip' if flip else ''}"
+    batch = config.eval_batch_size or config.batch_size
+    evaluator = Evaluator(
+        dataset,
+        batch_size=-(-batch // len(devices)) * len(devices),
+        num_images=num_images,
+        out_dir=out,
+        split=split,
+        progress=progress,
+        log=log,
+    )
+    in_memory = evaluator.run(predictor)
+    results = None
+    if distributed.is_main():
+        scores = evaluator.rescore_files(num_workers)
+        results = {
+            "step": predictor.step,
+            "split": split,
+            "flip": bool(flip),
+            "num_images": evaluator.count,
+            "inference": dataclasses.asdict(predictor.inference),
+            "eval": scores,
+            "files": evaluator.files,
+            "in_memory_matches_files": _same(scores, in_memory),
+        }
+        write_json(evaluator.out_dir_path / "results.json", results, indent=2)
+        log(f"step {predictor.step}, {split} split, {evaluator.count} images{', flip TTA' if flip else ''}:")
+        log(format_table(scores))
+        log(f"wrote {evaluator.out_dir_path}")
+    return distributed.broadcast_object(results)
+
+
+def _same(a, b, tolerance: float = 1e-9) -> bool:
+    """Equal results, numbers to ``tolerance`` (IoU sums added in another order differ in the last bits)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        a, b = {str(k): v for k, v in a.items()}, {str(k): v for k, v in b.items()}
+        return a.keys() == b.keys() and all(_same(a[k], b[k], tolerance) for k in a)
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return abs(a - b) <= tolerance * max(1.0, abs(a), abs(b))
+    return a == b

@@ -1,0 +1,350 @@
+"""From a trained model to an answer for one image: ``Predictor(image) -> Prediction``.
+
+::
+
+    from pcv import Predictor
+    predictor = Predictor.from_workdir("workdir/synthetic")         # latest checkpoint
+    result = predictor(image)              # image: uint8 [H, W, 3], any size
+    result.ids                             # int32 [H, W] panoptic id map, 0 = void
+    result.segments_info                   # [{"id", "category_id", "category_name", "isthing",
+                                           #   "area", "bbox", "score", ...}]
+    result.heatmap, result.peaks           # the votes, for pictures (pcv.viz)
+
+A :class:`Predictor` holds everything between pixels and segments: the
+network and its weights, the voting grid, the label space, the
+post-processing settings (:class:`pcv.config.InferenceConfig`, calibrated
+ones when the work dir has them) and the evaluation geometry
+(:class:`pcv.data.transforms.EvalGeometry`: how an image of any size is
+resized and padded to the one shape the network is compiled for, and how
+the answer goes back to the image's own size). ``python -m pcv.predict``,
+``python -m pcv.evaluate``, training's evaluation and the notebook all go
+through it.
+
+Batched use: :meth:`Predictor.predict_batch` (images of any sizes), and
+:meth:`Predictor.run_padded` for batches already resized and padded (the
+evaluator's path, sharded over a device mesh and over hosts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from collections.abc import Mapping, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
+
+from pcv import state as state_lib
+from pcv.config import InferenceConfig
+from pcv.data.batching import normalize_images
+from pcv.data.panoptic import LabelSpace
+from pcv.data.transforms import EvalGeometry, to_original
+from pcv.geometry import OUTPUT_STRIDE
+from pcv.inference import flip_tta, panoptic_inference, to_coco_panoptic
+from pcv.voting import VoteGrid
+from pcv.workdir import CALIBRATION, Workdir, read_json
+
+#: Result maps at the input resolution (mapped back to the original size); the rest live on the heads' map.
+IMAGE_MAPS = ("semantic", "instance")
+
+
+@dataclasses.dataclass
+class Prediction:
+    """The panoptic answer for one image.
+
+    Attributes:
+      ids: int32 ``[H, W]`` panoptic id map at the image's size, 0 = void.
+      segments_info: one dict per id (:func:`pcv.inference.to_coco_panoptic`:
+        ``id``, ``category_id``, ``category_name``, ``isthing``, ``iscrowd``,
+        ``area``, ``bbox``; instances also ``score``, ``class_score``,
+        ``peak_heat``).
+      semantic: int32 ``[H, W]`` train id per pixel, -1 void.
+      instance: int32 ``[H, W]``, instance slot + 1, 0 for stuff and void.
+      heatmap: ``[h, w]`` vote heatmap on the heads' map of the image (stride 4
+        of the resized image, padding cropped off).
+      peaks: int32 ``[N, 2]`` (y, x) on that map; boxes int32 ``[N, 4]``;
+        instance_valid bool ``[N]``; instance_score ``[N]`` (peak heat).
+      scale: ``(sy, sx)`` image pixels per heatmap pixel.
+      meta: ``original_size``, ``valid_size`` (the resized image), ``image_id``.
+    """
+
+    ids: np.ndarray
+    segments_info: list[dict]
+    semantic: np.ndarray
+    instance: np.ndarray
+    heatmap: np.ndarray
+    peaks: np.ndarray
+    boxes: np.ndarray
+    instance_valid: np.ndarray
+    instance_score: np.ndarray
+    scale: tuple[float, float]
+    meta: dict
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return tuple(self.ids.shape)
+
+
+def heads_size(valid_size: Sequence[int]) -> tuple[int, int]:
+    """The heads' map size of the valid (unpadded) part of an input."""
+    return tuple(-(-int(s) // OUTPUT_STRIDE) for s in valid_size)
+
+
+class Predictor:
+    """A trained PCV model ready to segment images (module docstring).
+
+    Args:
+      graphdef: the network's NNX graph definition.
+      model_state: ``{"params", "rest"}`` (pure dicts of arrays).
+      grid: the voting grid.
+      label_space: categories and train ids.
+      inference: post-processing settings.
+      geometry: how images are sized for the network.
+      flip: horizontal-flip test-time augmentation.
+      mesh: a mesh with a ``data`` axis to shard batches over (and over
+        hosts); None: this host's first device.
+      step: the checkpoint step, for messages and file names.
+    """
+
+    def __init__(
+        self,
+        graphdef,
+        model_state: Mapping,
+        grid: VoteGrid,
+        label_space: LabelSpace,
+        *,
+        inference: InferenceConfig = InferenceConfig(),
+        geometry: EvalGeometry,
+        flip: bool = False,
+        mesh=None,
+        step: int | None = None,
+    ):
+        self.graphdef = graphdef
+        self.grid = grid
+        self.label_space = label_space
+        self.inference = inference
+        self.geometry = geometry
+        self.flip = flip
+        self.mesh = mesh
+        self.step = step
+        if mesh is None:
+            device = jax.local_devices()[0]
+            self._data = self._replicated = SingleDeviceSharding(device)
+        else:
+            self._data = NamedSharding(mesh, PartitionSpec("data"))
+            self._replicated = NamedSharding(mesh, PartitionSpec())
+        self.model_state = jax.device_put(dict(model_state), self._replicated)
+        self._forward = _forward_fn(graphdef, grid, flip, self._data)
+        self._post = _post_fn(grid, tuple(bool(t) for t in label_space.thing_mask), inference, self._data)
+
+    # -- construction ---------------------------------------------------------
+
+    @classmethod
+    def from_workdir(
+        cls,
+        workdir,
+        step: int | None = None,
+        *,
+        config=None,
+        inference: InferenceConfig | Mapping | None = None,
+        calibrated: bool = True,
+        flip: bool = False,
+        mesh=None,
+    ) -> Predictor:
+        """The model of a work dir's checkpoint (default the newest).
+
+        Post-processing: the run's ``config.inference``, replaced by the
+        work dir's calibration (``calibration.json``, :mod:`pcv.calibration`)
+        when ``calibrated`` and present, then by ``inference`` (a full
+        :class:`InferenceConfig` or a mapping of the fields to change).
+        ``config`` replaces the work dir's recorded config (e.g. with other
+        evaluation sizes); its model fields must be the trained ones.
+        """
+        wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+        wd.require()
+        config = wd.read_config() if config is None else config
+        labels = wd.read_label_space()
+        grid = VoteGrid(config.grid)
+        settings = config.inference
+        if calibrated and (wd.path / CALIBRATION).exists():
+            chosen = read_json(wd.path / CALIBRATION, "calibration")["chosen"]
+            settings = dataclasses.replace(settings, **chosen)
+        if isinstance(inference, InferenceConfig):
+            settings = inference
+        elif inference:
+            settings = dataclasses.replace(settings, **dict(inference))
+        graphdef, abstract = state_lib.abstract_model(config.model, labels.num_classes, grid)
+        sharding = (
+            SingleDeviceSharding(jax.local_devices()[0]) if mesh is None else NamedSharding(mesh, PartitionSpec())
+        )
+        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
+        step, model_state = wd.restore_model_state(abstract, step)
+        return cls(
+            graphdef,
+            model_state,
+            grid,
+            labels,
+            inference=settings,
+            geometry=EvalGeometry.from_config(config.data),
+            flip=flip,
+            mesh=mesh,
+            step=step,
+        )
+
+    def replace(self, **changes) -> Predictor:
+        """A copy with other ``model_state``, ``inference``, ``flip``, ``step``, ... (compiled code is shared)."""
+        kwargs = dict(inference=self.inference, geometry=self.geometry, flip=self.flip, mesh=self.mesh, step=self.step)
+        model_state = changes.pop("model_state", self.model_state)
+        kwargs.update(changes)
+        return Predictor(self.graphdef, model_state, self.grid, self.label_space, **kwargs)
+
+    # -- the computation --------------------------------------------------------
+
+    def _place(self, images: np.ndarray):
+        images = np.asarray(images)
+        if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 images [B, H, W, 3], got {images.dtype} {images.shape}")
+        if self.mesh is None:
+            return jax.device_put(images, self._data)
+        return jax.make_array_from_process_local_data(self._data, images)
+
+    def _local(self, tree):
+        if self.mesh is None or jax.process_count() == 1:
+            return jax.device_get(tree)
+        from jax.experimental import multihost_utils
+
+        local = multihost_utils.global_array_to_host_local_array(tree, self.mesh, PartitionSpec("data"))
+        return jax.tree.map(np.asarray, local)
+
+    def logits(self, images: np.ndarray) -> dict:
+        """The heads' outputs of padded uint8 images ``[B, Hp, Wp, 3]`` (device arrays; log-probabilities with flip)."""
+        return self._forward(self.model_state, self._place(images))
+
+    def postprocess(
+        self, logits: Mapping, output_size: tuple[int, int] | None = None, inference: InferenceConfig | None = None
+    ) -> dict:
+        """Post-process heads' outputs (from :meth:`logits`) into this host's results, as numpy.
+
+        ``output_size``: size of the returned ``semantic`` / ``instance``
+        maps (default: the padded input, 4 x the map). ``inference``
+        overrides the predictor's settings (calibration tries many).
+        """
+        h, w = logits["semantic"].shape[1:3]
+        out_hw = tuple(output_size) if output_size else (h * OUTPUT_STRIDE, w * OUTPUT_STRIDE)
+        post = (
+            self._post
+            if inference is None or inference == self.inference
+            else _post_fn(self.grid, tuple(bool(t) for t in self.label_space.thing_mask), inference, self._data)
+        )
+        return self._local(post(logits["semantic"], logits["votes"], out_hw))
+
+    def run_padded(self, images: np.ndarray) -> dict:
+        """Padded uint8 images ``[B, Hp, Wp, 3]`` (this host's part of a global batch) -> numpy results.
+
+        The batched :func:`pcv.inference.panoptic_inference` output, maps at
+        ``(Hp, Wp)``, for this host's images.
+        """
+        return self.postprocess(self.logits(images), tuple(np.shape(images)[1:3]))
+
+    def to_prediction(self, result: Mapping, meta: Mapping) -> Prediction:
+        """One image's raw result (maps at the padded size) -> its :class:`Prediction` at the original size."""
+        maps = {key: to_original(result[key], meta) for key in IMAGE_MAPS}
+        ids, segments = to_coco_panoptic(
+            {**result, **maps},
+            self.label_space.category_ids,
+            self.label_space.thing_mask,
+            names=self.label_space.names,
+            threshold=self.inference.threshold,
+        )
+        hh, hw = heads_size(meta["valid_size"])
+        oh, ow = meta["original_size"]
+        return Prediction(
+            ids=ids,
+            segments_info=segments,
+            semantic=maps["semantic"],
+            instance=maps["instance"],
+            heatmap=np.asarray(result["heatmap"])[:hh, :hw],
+            peaks=np.asarray(result["peaks"]),
+            boxes=np.asarray(result["boxes"]),
+            instance_valid=np.asarray(result["instance_valid"]),
+            instance_score=np.asarray(result["instance_score"]),
+            scale=(oh / hh, ow / hw),
+            meta=dict(meta),
+        )
+
+    # -- images ---------------------------------------------------------------
+
+    def preprocess(self, image: np.ndarray, image_id=None) -> tuple[np.ndarray, dict]:
+        """One image -> (padded uint8 ``[Hp, Wp, 3]``, meta) (:class:`~pcv.data.transforms.EvalGeometry`)."""
+        return self.geometry.preprocess(image, image_id)
+
+    def predict_batch(self, images: Sequence[np.ndarray]) -> list[Prediction]:
+        """Predict images of any sizes (uint8 ``[H, W, 3]`` each) in one batch."""
+        if not len(images):
+            return []
+        padded, metas = zip(*(self.preprocess(img, i) for i, img in enumerate(images)))
+        stacked = np.stack(padded)
+        if self.mesh is not None:  # the batch must fill the mesh: repeat the last image
+            devices = self.mesh.devices.size // jax.process_count()
+            fill = -len(stacked) % devices
+            stacked = np.concatenate([stacked, np.repeat(stacked[-1:], fill, 0)]) if fill else stacked
+        raw = self.run_padded(stacked)
+        return [self.to_prediction(jax.tree.map(lambda a, j=j: a[j], raw), meta) for j, meta in enumerate(metas)]
+
+    def __call__(self, image: np.ndarray) -> Prediction:
+        """Predict one uint8 ``[H, W, 3]`` image of any size."""
+        return self.predict_batch([image])[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"Predictor(step={self.step}, {self.label_space.num_classes} classes, {self.grid!r}, "
+            f"{self.inference}, input {self.geometry.pad_shape}, flip={self.flip})"
+        )
+
+
+# ----------------------------------------------------------------------------
+# Compiled functions, shared by predictors of the same network and settings.
+# ----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=16)
+def _forward_fn(graphdef, grid: VoteGrid, flip: bool, data_sharding):
+    def forward(model_state, images):
+        model = state_lib.merge(graphdef, model_state)
+        x = normalize_images(images)
+        if flip:
+            return flip_tta(model, x, grid)
+        return model(x)
+
+    return jax.jit(forward, out_shardings=data_sharding)
+
+
+@functools.lru_cache(maxsize=64)
+def _post_fn(grid: VoteGrid, thing_mask: tuple, inference: InferenceConfig, data_sharding):
+    def post(semantic, votes, out_hw):
+        return panoptic_inference(semantic, votes, grid, thing_mask, inference, output_size=out_hw)
+
+    return jax.jit(post, static_argnums=2, out_shardings=data_sharding)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """uint8 RGB ``[H, W, 3]`` of an image file (EXIF rotation applied; grey, palette, alpha, 16-bit -> RGB).
+
+    Raises :class:`pcv.errors.DataError` naming the file if it cannot be decoded.
+    """
+    from PIL import Image, ImageOps
+
+    from pcv.data.coco_panoptic import to_rgb8
+    from pcv.errors import DataError
+
+    try:
+        with Image.open(path) as im:
+            im = ImageOps.exif_transpose(im)
+            rgb = to_rgb8(im)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
+    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
+        raise DataError(f"{path}: empty image {rgb.shape}")
+    return rgb
