@@ -123,6 +123,37 @@ def load_config(spec: str | None, overrides: Sequence[tuple[str, str]] = ()):
     return apply_overrides(config, overrides)
 
 
+def quiet_libraries(debug: bool) -> None:
+    """Keep the libraries' own logging out of a command's output (``--debug`` shows it).
+
+    Orbax logs every save at INFO and, when a background save fails, an ERROR
+    with a traceback from each of its threads before the failure reaches the
+    trainer, which reports it as one line. Without ``--debug`` only warnings
+    of pcv's own and that one line are printed.
+    """
+    import logging as py_logging
+    import threading
+
+    from absl import logging
+
+    logging.set_verbosity(logging.WARNING)
+    if debug:
+        return
+    for name in ("absl", "asyncio"):
+        py_logging.getLogger(name).setLevel(py_logging.CRITICAL)
+
+    # When a background save fails, callbacks of its other writes still try to
+    # reach the save's closed event loop; each would print a traceback of
+    # "Event loop is closed", which is a consequence, not news.
+    def stale_loop(error) -> bool:
+        return isinstance(error, RuntimeError) and "Event loop is closed" in str(error)
+
+    thread_hook, except_hook, unraisable_hook = threading.excepthook, sys.excepthook, sys.unraisablehook
+    threading.excepthook = lambda a: None if stale_loop(a.exc_value) else thread_hook(a)
+    sys.excepthook = lambda t, v, tb: None if stale_loop(v) else except_hook(t, v, tb)
+    sys.unraisablehook = lambda a: None if stale_loop(a.exc_value) else unraisable_hook(a)
+
+
 def one_line(error: BaseException) -> str:
     text = str(error).strip()
     if isinstance(error, OSError) and error.filename and error.strerror:
@@ -163,9 +194,7 @@ def run(
             overrides = []
         args = fv(argv)
         debug = debug or fv.debug
-        from absl import logging
-
-        logging.set_verbosity(logging.WARNING)  # Orbax logs every save at INFO
+        quiet_libraries(debug)
         code = program(args, overrides)
         return int(code or 0)
     except KeyboardInterrupt:

@@ -25,10 +25,12 @@ there the files are rewritten whole at each flush (they are small).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import os
+import socket
 import sys
 import time
 from collections import deque
@@ -102,6 +104,50 @@ def _register_gcs() -> None:
     from tensorboardX import record_writer
 
     record_writer.register_writer_factory("gs", _GcsRecordWriterFactory())
+
+
+class EventFile:
+    """One TensorBoard event file, written synchronously with tensorboardX's protos and record framing.
+
+    (tensorboardX's ``SummaryWriter`` writes from a thread of its own, where
+    a full disk would be lost in a traceback; here every write happens in the
+    caller, so a failure is the caller's error.) A second writer opened in
+    the same second gets a ``.1``, ``.2``... suffix.
+    """
+
+    def __init__(self, logdir: str):
+        from tensorboardX.proto import event_pb2
+        from tensorboardX.record_writer import RecordWriter, directory_check
+
+        _register_gcs()
+        self._event = event_pb2.Event
+        directory_check(logdir)
+        base = f"{logdir.rstrip('/')}/events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}"
+        self.path, n = base, 0
+        while epath.Path(self.path).exists():
+            n += 1
+            self.path = f"{base}.{n}"
+        self._writer = RecordWriter(self.path)
+        self._write(self._event(wall_time=time.time(), file_version="brain.Event:2"))
+        self.flush()
+
+    def _write(self, event) -> None:
+        self._writer.write(event.SerializeToString())
+
+    def add(self, summaries: list, step: int, wall_time: float) -> None:
+        """One event holding the given ``Summary`` protos' values."""
+        if not summaries:
+            return
+        event = self._event(wall_time=wall_time, step=step)
+        for summary in summaries:
+            event.summary.value.extend(summary.value)
+        self._write(event)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 class JsonlWriter:
@@ -185,12 +231,10 @@ class MetricWriter:
         self.enabled = enabled
         self.logdir = os.fspath(logdir)
         self._events = None
-        if enabled and tensorboard:
-            from tensorboardX import SummaryWriter
-
-            _register_gcs()
-            self._events = SummaryWriter(self.logdir, flush_secs=30)
-        self._jsonl = JsonlWriter(self.logdir) if enabled and jsonl else None
+        with self._failures():
+            if enabled and tensorboard:
+                self._events = EventFile(self.logdir)
+            self._jsonl = JsonlWriter(self.logdir) if enabled and jsonl else None
 
     def write_scalars(self, step: Any, scalars: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -198,40 +242,65 @@ class MetricWriter:
         step = to_step(step)
         scalars = {name: to_float(value) for name, value in scalars.items()}
         wall_time = time.time()
-        if self._events is not None:
-            for tag, value in scalars.items():
-                if math.isfinite(value):  # a rate not measured yet is NaN: left out, as on the console
-                    self._events.add_scalar(tag, value, step, walltime=wall_time)
-        if self._jsonl is not None:
-            self._jsonl.write(step, scalars, wall_time)
+        with self._failures():
+            if self._events is not None:
+                from tensorboardX import summary
+
+                # A rate not measured yet is NaN: left out, as on the console.
+                values = [summary.scalar(tag, value) for tag, value in scalars.items() if math.isfinite(value)]
+                self._events.add(values, step, wall_time)
+                self._events.flush()
+            if self._jsonl is not None:
+                self._jsonl.write(step, scalars, wall_time)
 
     def write_images(self, step: Any, images: Mapping[str, Any]) -> None:
         """uint8 ``[H, W, 3]`` images (also ``[H, W]`` grey)."""
         if self._events is None:
             return
-        for tag, image in images.items():
-            image = np.asarray(image)
-            if image.ndim == 2:
-                image = np.repeat(image[..., None], 3, -1)
-            self._events.add_image(tag, image, to_step(step), dataformats="HWC")
+        from tensorboardX import summary
+
+        with self._failures():
+            values = []
+            for tag, image in images.items():
+                image = np.asarray(image)
+                if image.ndim == 2:
+                    image = np.repeat(image[..., None], 3, -1)
+                values.append(summary.image(tag, image, dataformats="HWC"))
+            self._events.add(values, to_step(step), time.time())
+            self._events.flush()
 
     def write_text(self, step: Any, texts: Mapping[str, str]) -> None:
         """Text (markdown) shown in TensorBoard's text tab, e.g. the run's config."""
         if self._events is None:
             return
-        for tag, text in texts.items():
-            self._events.add_text(tag, text, to_step(step))
+        from tensorboardX import summary
+
+        with self._failures():
+            self._events.add([summary.text(tag, text) for tag, text in texts.items()], to_step(step), time.time())
+            self._events.flush()
 
     def flush(self) -> None:
-        for writer in (self._events, self._jsonl):
-            if writer is not None:
-                writer.flush()
+        with self._failures():
+            for writer in (self._events, self._jsonl):
+                if writer is not None:
+                    writer.flush()
 
     def close(self) -> None:
-        for writer in (self._events, self._jsonl):
-            if writer is not None:
-                writer.close()
+        with self._failures():
+            for writer in (self._events, self._jsonl):
+                if writer is not None:
+                    writer.close()
         self._events = self._jsonl = None
+
+    @contextlib.contextmanager
+    def _failures(self):
+        """An OS error (no space, no permission) as one line naming the work dir's metric files."""
+        try:
+            yield
+        except OSError as e:
+            from pcv.errors import WorkdirError
+
+            raise WorkdirError(f"cannot write the metrics in {self.logdir}: {e.strerror or e}") from e
 
     def __enter__(self) -> MetricWriter:
         return self

@@ -617,10 +617,19 @@ def _ocdbt(path) -> bool:
 
 
 def one_line(error: BaseException, limit: int = 300) -> str:
-    """The first line of an exception's message, shortened (TensorStore errors carry a whole spec)."""
+    """The first line of an exception's message, shortened (TensorStore errors carry a whole spec).
+
+    An OS error reported by TensorStore (a full disk, no permission) becomes
+    ``<file>: <reason>``.
+    """
+    import re
+
     text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
     if "[tensorstore_spec=" in text:
         text = text.split("[tensorstore_spec=")[0].strip()
+    found = re.search(r'"([^"]+)": (?:[^"\[]*: )?([^:"\[]+?) \[os_error_code', text)
+    if found:
+        return f"{found.group(1)}: {found.group(2)}"
     text = f"{type(error).__name__}: {text}"
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

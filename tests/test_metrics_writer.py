@@ -107,7 +107,7 @@ def test_jsonl_rejects_reserved_names(tmp_path):
 
 
 def test_metric_writer_writes_tensorboard_and_jsonl(tmp_path):
-    image = np.full((8, 10, 3), 200, np.uint8)
+    image = np.random.default_rng(0).integers(0, 256, (8, 10, 3), dtype=np.uint8)
     with MetricWriter(tmp_path) as writer:
         writer.write_scalars(5, {"loss": np.float32(1.5), "pq": jnp.array(0.25), "rate": float("nan")})
         writer.write_images(5, {"val/panel": image})
@@ -119,6 +119,9 @@ def test_metric_writer_writes_tensorboard_and_jsonl(tmp_path):
     assert "rate" not in acc.Tags()["scalars"]  # not measured yet: left out, as on the console
     (panel,) = acc.Images("val/panel")
     assert panel.step == 5 and (panel.width, panel.height) == (10, 8)
+    from PIL import Image
+
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(panel.encoded_image_string)).convert("RGB")), image)
     assert "config/text_summary" in acc.Tags()["tensors"]
     records = read_jsonl(tmp_path / "metrics.jsonl")
     assert [(r["step"], r["loss"]) for r in records] == [(5, 1.5), (10, 1.0)]
