@@ -132,7 +132,7 @@ def plan(environ: Mapping[str, str], *, tpu_vm: bool = False) -> Plan:
             )
         return Plan("single", False, {}, 1, "PCV_DISTRIBUTED")
     if switch in ("1", "on", "true", "yes"):
-        return Plan("forced", True, extra, expected, "PCV_DISTRIBUTED")
+        return Plan("forced", True, extra, expected, source or "PCV_DISTRIBUTED")
 
     if environ.get("JAX_COORDINATOR_ADDRESS"):
         address = environ["JAX_COORDINATOR_ADDRESS"].strip()

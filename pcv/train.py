@@ -205,14 +205,28 @@ def train_and_evaluate(
             lock.acquire(log)
         except WorkdirError as e:
             verdict = str(e)
-    verdict = distributed.broadcast_object(verdict)
+    verdict, token = distributed.broadcast_object([verdict, lock.token])
     if verdict:
         raise WorkdirError(verdict)
     try:
+        shared_workdir(wd, lock, token)
         return _run(config, wd, log, main, stop_at=stop_at, allow_config_change=allow_config_change)
     finally:
         if main:
             lock.release()
+
+
+def shared_workdir(wd: Workdir, lock: RunLock, token: str) -> None:
+    """With several hosts, check that every host sees the lock process 0 wrote: one work dir, not one each."""
+    if jax.process_count() == 1:
+        return
+    seen = (lock._read() or {}).get("token") == token
+    if not distributed.all_true(seen):
+        missing = [i for i, ok in enumerate(distributed.gather_objects(seen)) if not ok]
+        raise WorkdirError(
+            f"work dir {wd.path} is not shared between the hosts: host(s) {missing} do not see the files "
+            "host 0 writes there; use gs://... or a file system every host mounts (launch/README.md)"
+        )
 
 
 def _run(config: Config, wd: Workdir, log, main: bool, *, stop_at, allow_config_change) -> dict:
@@ -398,6 +412,7 @@ def restore_training(wd: Workdir, ckpt, state: TrainState, iterator, log) -> tup
     """
     import orbax.checkpoint as ocp
 
+    check_host_count(wd, ckpt)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
     for step in sorted(ckpt.all_steps(), reverse=True):
@@ -425,6 +440,28 @@ def restore_training(wd: Workdir, ckpt, state: TrainState, iterator, log) -> tup
         distributed.sync(f"pcv-moved-aside-{step}")
         ckpt.reload()
     return 0, None
+
+
+def check_host_count(wd: Workdir, ckpt) -> None:
+    """Refuse to resume with another number of hosts than the checkpoints were written by.
+
+    Each host saves its input position (``data/process_<i>-of-<n>.json``);
+    with another count they cannot be restored, and the checkpoints would
+    look damaged. Stopping here keeps them untouched.
+    """
+    steps = sorted(ckpt.all_steps())
+    if not steps:
+        return
+    try:
+        names = [p.name for p in (wd.checkpoint_dir / str(steps[-1]) / DATA_ITEM).iterdir()]
+    except OSError:
+        return  # unreadable: restore reports it
+    counts = {int(n.rsplit("-of-", 1)[1].split(".")[0]) for n in names if n.startswith("process_") and "-of-" in n}
+    if len(counts) == 1 and (saved := counts.pop()) != jax.process_count():
+        raise WorkdirError(
+            f"{wd.checkpoint_dir}: written by {saved} host(s), resumed by {jax.process_count()}: relaunch with "
+            f"{saved} host(s) (the host count must stay fixed across restarts, launch/README.md)"
+        )
 
 
 def save(ckpt, wd: Workdir, step: int, state: TrainState, iterator) -> None:

@@ -271,6 +271,8 @@ class RunLock:
     def _create(self) -> bool:
         data = json.dumps(self.info).encode()
         if is_cloud(self.path):
+            if self.path.exists():
+                return False
             fs = self.path._backend.fs(self.path)  # gcsfs: create only if absent (GCS precondition)
             try:
                 fs.pipe_file(os.fspath(self.path), data, mode="create")
