@@ -274,7 +274,7 @@ def bench_pipeline(
         r = {"what": name, "images": images, "seconds": round(seconds, 6), "images_per_second": round(ips, 2)}
         line = f"  {name:<44} {ips:8.2f} img/s  ({1e3 / ips:7.1f} ms/img)"
         if cpu_seconds is not None:  # CPU time of this process (all threads): load-independent cost
-            r["cpu_ms_per_image"] = round(1e3 * cpu_seconds / images, 1)
+            r["cpu_ms_per_image"] = round(1e3 * cpu_seconds / images, 3)
             line += f"  cpu {r['cpu_ms_per_image']:6.1f} ms/img"
         rows.append(r)
         print(line, flush=True)

@@ -77,10 +77,7 @@ class DataConfig:
     train_split: str = "train"  # panoptic: split to train on
     val_split: str = "val"  # panoptic: split to report PQ on
     calibration_images: int = 0  # images held out of train_split to calibrate post-processing (0 = none)
-    image_size: tuple = (
-        128,
-        128,
-    )  # synthetic: drawn size; default crop; eval fits images into it when eval_short_side=0
+    image_size: tuple = (128, 128)  # synthetic: drawn size; the default crop; eval fits images into it (see below)
     num_train: int = 0  # synthetic: distinct training scenes (0 = unbounded, every step new ones)
     num_val: int = 128  # synthetic: validation scenes
     crop_size: tuple = ()  # training crop (H, W), multiples of 32; () = image_size

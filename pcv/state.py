@@ -75,18 +75,25 @@ def build_model(
     backbone is then loaded from that file; ``pretrained=False`` skips the
     file (the weights will come from a checkpoint).
     """
-    return PCVNet(
-        num_classes=num_classes,
-        num_bins=grid.num_bins,
-        backbone=model.backbone,
-        fpn_channels=model.fpn_channels,
-        fusion_channels=model.fusion_channels,
-        backbone_norm=model.backbone_norm,
-        head_norm=model.head_norm,
-        dtype=jnp.bfloat16 if model.dtype == "bfloat16" else jnp.float32,
-        rngs=nnx.Rngs(seed),
-        pretrained=(model.pretrained or None) if pretrained else None,
-    )
+
+    def make(weights):
+        return PCVNet(
+            num_classes=num_classes,
+            num_bins=grid.num_bins,
+            backbone=model.backbone,
+            fpn_channels=model.fpn_channels,
+            fusion_channels=model.fusion_channels,
+            backbone_norm=model.backbone_norm,
+            head_norm=model.head_norm,
+            dtype=jnp.bfloat16 if model.dtype == "bfloat16" else jnp.float32,
+            rngs=nnx.Rngs(seed),
+            pretrained=weights,
+        )
+
+    if pretrained and model.pretrained:
+        return make(model.pretrained)  # reads a file: not traceable
+    # One compiled program instead of a few hundred small eager ones (each compiled on first use).
+    return nnx.jit(lambda: make(None))()
 
 
 def split_model(model: PCVNet) -> tuple[Any, dict, dict]:

@@ -190,8 +190,10 @@ def test_nothing_is_recorded_before_the_model_is_built(tmp_path):
 def damage(run, step, how):
     target = run / "checkpoints" / str(step) / "state"
     if how == "truncated data":
-        data = max((p for p in target.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
-        data.write_bytes(data.read_bytes()[:1000])  # a write cut short
+        data = [p for p in target.rglob("*") if p.is_file() and p.parent.name == "d"]  # the arrays' data files
+        assert data, f"no data files under {target}"
+        for p in data:
+            p.write_bytes(p.read_bytes()[:100])  # writes cut short
     else:
         (target / "_METADATA").write_text("{ this is not json")  # the tree's metadata, damaged
 
@@ -246,12 +248,13 @@ def trainer(workdir, *args, limit_bytes=None, **popen):
 
 def test_second_trainer_kill_9_and_resume(tmp_path):
     run = tmp_path / "run"
-    args = ["--config.steps=24", "--config.log_every=1", "--config.checkpoint_every=4", "--config.data.num_val=2"]
+    args = ["--config.steps=12", "--config.log_every=1", "--config.checkpoint_every=2", "--config.data.num_val=2"]
     first = trainer(run, *args)
     try:
         for line in first.stdout:
-            if "step 10/24" in line:
+            if "step 7/12" in line:
                 break
+        first.send_signal(signal.SIGSTOP)  # alive and holding the lock, but no further (the steps are fast)
         second = trainer(run, *args)
         out, err = second.communicate(timeout=120)
         assert second.returncode == 1
@@ -263,13 +266,13 @@ def test_second_trainer_kill_9_and_resume(tmp_path):
             first.kill()
         first.communicate()
     assert (run / "lock.json").exists() and not (run / "results.json").exists()
-    config = smoke_config(steps=24, log_every=1, checkpoint_every=4, **{"data.num_val": 2})
+    config = smoke_config(steps=12, log_every=1, checkpoint_every=2, **{"data.num_val": 2})
     said = []
     resumed = train.train_and_evaluate(config, str(run), log=said.append)
     assert any("taking over the stale lock" in line and f"process {first.pid} is gone" in line for line in said)
     # From the newest checkpoint finished before the kill (one being written then is ignored).
     (resumed_from,) = [int(line.split()[3]) for line in said if line.startswith("resumed from step ")]
-    assert resumed_from % 4 == 0 and 8 <= resumed_from < 24 and resumed["step"] == 24
+    assert resumed_from % 2 == 0 and 4 <= resumed_from < 12 and resumed["step"] == 12
     straight = train.train_and_evaluate(config, str(tmp_path / "straight"), log=quiet)
     np.testing.assert_array_equal(params(run), params(tmp_path / "straight"))  # bit-identical resume
     assert resumed["train_loss"] == straight["train_loss"]
