@@ -70,6 +70,19 @@ def resize_nearest(x, out_hw: tuple[int, int]):
     return jnp.take(jnp.take(x, ys, axis=0), xs, axis=1)
 
 
+def first_argmax(x):
+    """``(argmax, max)`` over the last axis: the first index holding the maximum, int32, and the max (kept dim).
+
+    The same index as ``jnp.argmax`` for finite values, computed as two plain
+    reductions (a max, then the smallest index equal to it), which XLA:CPU
+    vectorises; ``jnp.argmax`` is one variadic reduction that it does not.
+    """
+    m = x.max(-1, keepdims=True)
+    iota = jax.lax.broadcasted_iota(jnp.int32, x.shape, x.ndim - 1)
+    n = x.shape[-1]
+    return jnp.minimum(jnp.min(jnp.where(x == m, iota, n), -1), n - 1), m
+
+
 def connected_components(mask):
     """4-connected components of a boolean ``[H, W]`` map, on device.
 
@@ -171,9 +184,8 @@ def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, 
 
     # 1. Softmax; abstaining pixels (argmax is the abstain class) cast no votes.
     # The K + 1 channels are kept whole: slicing off abstain would copy the map.
-    top = jnp.argmax(vote_logits, -1).astype(jnp.int32)  # [H, W]
+    top, vmax = first_argmax(vote_logits)  # [H, W], [H, W, 1]
     abstain = top == k
-    vmax = vote_logits.max(-1, keepdims=True)
     log_z = vmax + jnp.log(jnp.exp(vote_logits - vmax).sum(-1, keepdims=True))
     # Materialised once (recomputing exp inside every shifted read is slower), and
     # written as one expression so the exponentials are not stored twice.
@@ -203,13 +215,16 @@ def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, 
     # probability over the instance's pixels. The overlap rule (6) needs the
     # class, so "the instance's pixels" are all that backproject to it, before
     # overlaps are resolved.
-    sem_probs = jax.nn.softmax(sem_logits, -1).reshape(h * w, c)
+    # Only the thing columns' probabilities are needed (the softmax's own formula).
+    sem_label, smax = first_argmax(sem_logits)  # [H, W]: also the semantic argmax of step 6
+    sem_sum = jnp.exp(sem_logits - smax).sum(-1, keepdims=True)
     things = np.flatnonzero(thing_mask)
     if things[-1] - things[0] + 1 == len(things):
         # Contiguous thing ids (COCO, Cityscapes): a slice, no gather copy.
-        lo, cols = int(things[0]), sem_probs[:, things[0] : things[-1] + 1]
+        lo, cols = int(things[0]), sem_logits[..., things[0] : things[-1] + 1]
     else:
-        lo, cols = 0, sem_probs  # all columns; stuff masked out below
+        lo, cols = 0, sem_logits  # all columns; stuff masked out below
+    cols = (jnp.exp(cols - smax) / sem_sum).reshape(h * w, -1)
     summed = jnp.dot(claimed.reshape(n, h * w).astype(jnp.float32), cols, precision="highest")  # [N, C']
     summed = jnp.where(jnp.asarray(thing_mask[lo : lo + cols.shape[1]]), summed, -jnp.inf)
     inst_class = (lo + jnp.argmax(summed, -1)).astype(jnp.int32)  # [N]
@@ -218,7 +233,6 @@ def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, 
 
     # 6. Overlaps: best rank, then agreement with the pixel's semantic argmax,
     # then the nearest peak; the lowest slot wins remaining ties.
-    sem_label = jnp.argmax(sem_logits, -1).astype(jnp.int32)  # [H, W]
     big_rank = jnp.iinfo(jnp.int32).max
     r = jnp.where(claimed, ranks, big_rank)
     keep = claimed & (r == r.min(0))
