@@ -205,7 +205,12 @@ def test_the_train_command_says_so_in_one_line(tmp_path):
 # The scripts.
 # ----------------------------------------------------------------------------
 
-SCRIPTS = [LAUNCH / "gpu_env.sh", LAUNCH / "tpu_vm.sh", LAUNCH / "slurm" / "train.sbatch"]
+SCRIPTS = [
+    LAUNCH / "gpu_env.sh",
+    LAUNCH / "tpu_vm.sh",
+    LAUNCH / "slurm" / "train.sbatch",
+    ROOT / "tools" / "device_bench.sh",
+]
 
 
 def test_shell_scripts_pass_shellcheck():
