@@ -249,6 +249,21 @@ def empty_and_crowd_entries():
     ]
 
 
+def test_duplicate_image_ids_are_an_error_naming_the_file_and_both_entries(tmp_path):
+    # Not skippable, even with on_error="skip": which entry an annotation means cannot be known.
+    j, p, i = copy_sample(tmp_path)
+
+    def duplicate(d):
+        d["images"].append(dict(d["images"][0], file_name="another.jpg"))
+
+    edit_json(j, duplicate)
+    for on_error in ("raise", "skip"):
+        with pytest.raises(PanopticDataError) as err:
+            custom(j, p, i, on_error=on_error)
+        message = str(err.value)
+        assert str(j) in message and "appears twice in 'images'" in message and "another.jpg" in message
+
+
 def test_image_without_segments_and_only_crowd(tmp_path):
     ds = custom(*write_tiny(tmp_path, empty_and_crowd_entries()))
     empty, crowd = ds[0], ds[1]
