@@ -56,7 +56,6 @@ def smoke_workdir(tmp_path_factory):
 FLOORS_MODULES = {"test_grid.py", "test_aggregation.py", "test_backprojection.py", "test_structure.py"}
 FLOORS_TESTS = {
     "test_smoke_run_writes_results_and_learns",
-    "test_reproduces_the_pq_training_reported",
     "test_state_in_an_orbax_checkpoint_next_to_the_train_state",
     "test_worker_processes_give_the_same_batches",
     "test_metric_writer_writes_tensorboard_and_jsonl",
