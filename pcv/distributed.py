@@ -280,11 +280,6 @@ def sum_across_hosts(array) -> np.ndarray:
     return allgather_array(array).sum(0).astype(array.dtype)
 
 
-def all_true(flag: bool) -> bool:
-    """True on every host iff ``flag`` is True on every host."""
-    return bool(sum_across_hosts(np.array([0 if flag else 1], np.int32))[0] == 0)
-
-
 def gather_objects(obj: Any) -> list:
     """``[obj of host 0, obj of host 1, ...]`` on every host; ``obj`` must be JSON-serialisable."""
     if process_count() == 1:

@@ -220,9 +220,8 @@ def shared_workdir(wd: Workdir, lock: RunLock, token: str) -> None:
     """With several hosts, check that every host sees the lock process 0 wrote: one work dir, not one each."""
     if jax.process_count() == 1:
         return
-    seen = (lock._read() or {}).get("token") == token
-    if not distributed.all_true(seen):
-        missing = [i for i, ok in enumerate(distributed.gather_objects(seen)) if not ok]
+    missing = [i for i, seen in enumerate(distributed.gather_objects(lock.held_by(token))) if not seen]
+    if missing:
         raise WorkdirError(
             f"work dir {wd.path} is not shared between the hosts: host(s) {missing} do not see the files "
             "host 0 writes there; use gs://... or a file system every host mounts (launch/README.md)"
@@ -449,11 +448,11 @@ def check_host_count(wd: Workdir, ckpt) -> None:
     with another count they cannot be restored, and the checkpoints would
     look damaged. Stopping here keeps them untouched.
     """
-    steps = sorted(ckpt.all_steps())
+    steps = ckpt.all_steps()
     if not steps:
         return
     try:
-        names = [p.name for p in (wd.checkpoint_dir / str(steps[-1]) / DATA_ITEM).iterdir()]
+        names = [p.name for p in (wd.checkpoint_dir / str(max(steps)) / DATA_ITEM).iterdir()]
     except OSError:
         return  # unreadable: restore reports it
     counts = {int(n.rsplit("-of-", 1)[1].split(".")[0]) for n in names if n.startswith("process_") and "-of-" in n}

@@ -234,6 +234,10 @@ class RunLock:
         except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             return {}  # half-written or damaged: judged by its age below
 
+    def held_by(self, token: str) -> bool:
+        """Whether the lock file names ``token`` (a :class:`RunLock`'s ``token``) as its holder."""
+        return (self._read() or {}).get("token") == token
+
     def stale_reason(self, holder: dict) -> str | None:
         """Why ``holder``'s lock is stale, or None while it is live."""
         if not holder:
@@ -280,7 +284,7 @@ class RunLock:
                 if "412" in str(e) or isinstance(e, FileExistsError) or "Precondition" in str(e):
                     return False
                 raise
-            return (self._read() or {}).get("token") == self.token
+            return self.held_by(self.token)
         try:
             fd = os.open(os.fspath(self.path), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -339,7 +343,7 @@ class RunLock:
         def beat():
             while not self._stop.wait(max(1.0, self.timeout / 4)):
                 try:
-                    if (self._read() or {}).get("token") != self.token:
+                    if not self.held_by(self.token):
                         return  # taken over (we were judged dead): stop touching it
                     self.info["heartbeat"] = time.time()
                     write_atomic(self.path, json.dumps(self.info))
@@ -355,7 +359,7 @@ class RunLock:
             self._thread.join(timeout=10)
             self._thread = None
         try:
-            if (self._read() or {}).get("token") == self.token:
+            if self.held_by(self.token):
                 self.path.unlink(missing_ok=True)
         except OSError:
             pass

@@ -3,6 +3,7 @@
 Not a test module: ``from smoke_model import smoke_config, train_smoke``.
 """
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -45,3 +46,15 @@ def run_command(module: str, *args, env=None, timeout=300, **kwargs) -> subproce
         timeout=timeout,
         **kwargs,
     )
+
+
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen):
+    """``with reaped(Popen(...)) as proc:``; on the way out, even when the test fails, a process still
+    running is killed and its pipes drained, so no process or open pipe is left behind."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()

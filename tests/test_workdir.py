@@ -27,7 +27,7 @@ from pcv.evaluator import evaluate_workdir
 from pcv.predictor import Predictor
 from pcv.workdir import LOCK, RunLock, Workdir, as_path, finite, json_text, write_atomic
 
-from smoke_model import ROOT, run_command, smoke_config
+from smoke_model import ROOT, reaped, run_command, smoke_config
 
 
 def quiet(*args, **kwargs):
@@ -249,8 +249,7 @@ def trainer(workdir, *args, limit_bytes=None, **popen):
 def test_second_trainer_kill_9_and_resume(tmp_path):
     run = tmp_path / "run"
     args = ["--config.steps=12", "--config.log_every=1", "--config.checkpoint_every=2", "--config.data.num_val=2"]
-    first = trainer(run, *args)
-    try:
+    with reaped(trainer(run, *args)) as first:
         for line in first.stdout:
             if "step 7/12" in line:
                 break
@@ -261,10 +260,6 @@ def test_second_trainer_kill_9_and_resume(tmp_path):
         assert err.count("\n") == 1 and f"pid {first.pid}" in err and "in use by another run" in err
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=30)
-    finally:
-        if first.poll() is None:
-            first.kill()
-        first.communicate()
     assert (run / "lock.json").exists() and not (run / "results.json").exists()
     config = smoke_config(steps=12, log_every=1, checkpoint_every=2, **{"data.num_val": 2})
     said = []
