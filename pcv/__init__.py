@@ -6,6 +6,7 @@
     predictor = Predictor.from_workdir("workdir/synthetic")
     result = predictor(image)          # uint8 [H, W, 3] -> result.ids, result.segments_info
 
+    model = pcv.load_exported("model_dir")   # a bundle from python -m pcv.export: jax, numpy, Pillow
     import pcv.voting                  # the voting layers: grid, aggregation, backprojection
 
 Names are loaded lazily: ``import pcv`` alone imports nothing heavy.
@@ -18,6 +19,7 @@ _LAZY = {
     "Prediction": ("pcv.predictor", "Prediction"),
     "Evaluator": ("pcv.evaluator", "Evaluator"),
     "Workdir": ("pcv.workdir", "Workdir"),
+    "load_exported": ("pcv.portable", "load_exported"),
     "train_and_evaluate": ("pcv.train", "train_and_evaluate"),
 }
 

@@ -20,6 +20,7 @@ repeatedly in one process, e.g. from tests) and hands it and a function to
 from __future__ import annotations
 
 import ast
+import dataclasses
 import os
 import sys
 import traceback
@@ -115,6 +116,24 @@ def apply_overrides(config, overrides: Sequence[tuple[str, str]]):
             expected = type(node[last]).__name__
             raise ConfigError(f"config.{name}: expected {expected}, got {text!r}") from None
     return config
+
+
+def inference_overrides(overrides: Sequence[tuple[str, str]], doing: str) -> dict:
+    """``--config.inference.<field>=<value>`` pairs as ``{field: value}``; any other field is refused.
+
+    For the commands that use a trained model (predict, export), where only
+    the post-processing may change. ``doing``: e.g. ``"predicting"``.
+    """
+    from pcv.config import InferenceConfig
+
+    defaults = dataclasses.asdict(InferenceConfig())
+    values = {}
+    for name, text in overrides:
+        field = name.split(".", 1)[1] if name.startswith("inference.") else None
+        if field not in defaults:
+            raise ConfigError(f"config.{name}: only config.inference.* can change when {doing}")
+        values[field] = parse_value(text, defaults[field])
+    return values
 
 
 def load_config(spec: str | None, overrides: Sequence[tuple[str, str]] = ()):

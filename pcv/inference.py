@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pcv.config import InferenceConfig
+from pcv.portable import to_coco_panoptic
 from pcv.voting.aggregation import heatmap
 from pcv.voting.backprojection import backproject
 from pcv.voting.grid import VoteGrid
@@ -317,85 +318,6 @@ def _infer(sem_logits, vote_logits, grid, thing_mask, config, out_hw):
     if sem_logits.ndim == 4:
         fn = jax.vmap(fn)
     return fn(sem_logits, vote_logits)
-
-
-def to_coco_panoptic(
-    result: Mapping[str, np.ndarray],
-    category_ids: Sequence[int],
-    thing_mask: Sequence[bool],
-    *,
-    names: Sequence[str] | None = None,
-    threshold: float | None = None,
-) -> tuple[np.ndarray, list[dict]]:
-    """One image's result -> (id map ``[H, W]`` int32, COCO ``segments_info``).
-
-    Args:
-      result: one (unbatched) output of :func:`panoptic_inference`.
-      category_ids: the dataset's category id of each train id.
-      thing_mask: C booleans (which train ids are things).
-      names: the category name of each train id (adds ``category_name``).
-      threshold: the peak threshold the result was made with (for ``score``).
-    Returns:
-      ``id_map`` with 0 = void and ids 1, 2, ... (write it with
-      :func:`pcv.data.id2rgb` for a COCO panoptic PNG), and one
-      ``segments_info`` entry per id, in id order (stuff and things sorted by
-      train id, then instance slot), with ``id``, ``category_id``,
-      ``iscrowd`` (0), ``isthing``, ``area``, ``bbox`` (x, y, w, h) and, for
-      instances:
-
-      - ``class_score``: the mean probability of the instance's class over
-        the pixels that voted for it;
-      - ``peak_heat``: the height of its heatmap peak (votes gathered);
-      - ``score`` = ``class_score * peak_heat / (peak_heat + threshold)``:
-        confident in both its class and its votes; in [0, 1), the ranking
-        score for AP (with no ``threshold``, ``class_score``).
-    """
-    semantic = np.asarray(result["semantic"])
-    instance = np.asarray(result["instance"])
-    if semantic.ndim != 2:
-        raise ValueError(f"to_coco_panoptic takes one image's result; semantic has shape {semantic.shape}")
-    thing_mask = np.asarray(thing_mask, bool)
-    # A segment is a (train id, instance slot) pair; stuff has slot 0.
-    slots = int(instance.max()) + 2
-    key = np.where(semantic >= 0, (semantic.astype(np.int64) + 1) * slots + instance, 0)
-    uniq, inverse = np.unique(key, return_inverse=True)
-    inverse = inverse.reshape(key.shape)
-    has_void = uniq[0] == 0
-    id_of = np.arange(len(uniq), dtype=np.int32) + (0 if has_void else 1)  # label j -> id (void stays 0)
-    id_map = id_of[inverse]
-    h, w = key.shape
-    n = len(uniq)
-    areas = np.bincount(inverse.ravel(), minlength=n)
-    rows = np.bincount((inverse * h + np.arange(h)[:, None]).ravel(), minlength=n * h).reshape(n, h) > 0
-    cols = np.bincount((inverse * w + np.arange(w)[None, :]).ravel(), minlength=n * w).reshape(n, w) > 0
-    scores = result.get("instance_score")
-    class_probs = result.get("instance_class_prob")
-    segments = []
-    for j, kv in enumerate(uniq.tolist()):
-        if kv == 0:
-            continue
-        train_id, slot = divmod(kv, slots)
-        train_id -= 1
-        if not 0 <= train_id < len(category_ids):
-            raise ValueError(f"train id {train_id} has no category id (got {len(category_ids)} category ids)")
-        r, c = np.flatnonzero(rows[j]), np.flatnonzero(cols[j])
-        seg = {
-            "id": int(id_of[j]),
-            "category_id": int(category_ids[train_id]),
-            "iscrowd": 0,
-            "isthing": int(thing_mask[train_id]),
-            "area": int(areas[j]),
-            "bbox": [int(c[0]), int(r[0]), int(c[-1] - c[0] + 1), int(r[-1] - r[0] + 1)],
-        }
-        if names is not None:
-            seg["category_name"] = str(names[train_id])
-        if slot > 0 and scores is not None and class_probs is not None:
-            heat, prob = float(np.asarray(scores)[slot - 1]), float(np.asarray(class_probs)[slot - 1])
-            seg["class_score"] = round(prob, 6)
-            seg["peak_heat"] = round(heat, 6)
-            seg["score"] = round(prob * heat / (heat + threshold) if threshold else prob, 6)
-        segments.append(seg)
-    return id_map, segments
 
 
 # ----------------------------------------------------------------------------

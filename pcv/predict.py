@@ -33,7 +33,6 @@ from pathlib import Path
 from absl import flags
 
 from pcv import cli, viz
-from pcv.config import InferenceConfig
 from pcv.errors import ConfigError, DataError
 from pcv.evaluation.coco_files import CocoPanopticWriter
 from pcv.predictor import Predictor, read_image
@@ -142,13 +141,7 @@ def main(argv=None) -> int:
             raise ConfigError("--workdir is required: the trainer's work dir")
         if len(args) < 2:
             raise ConfigError("give at least one image file or folder")
-        inference = {}
-        defaults = InferenceConfig()
-        for name, text in overrides:
-            field = name.split(".", 1)[1] if name.startswith("inference.") else None
-            if field is None or not hasattr(defaults, field):
-                raise ConfigError(f"config.{name}: only config.inference.* can change when predicting")
-            inference[field] = cli.parse_value(text, getattr(defaults, field))
+        inference = cli.inference_overrides(overrides, "predicting")
         predictor = Predictor.from_workdir(
             fv.workdir, fv.step, inference=inference, calibrated=fv.calibrated, flip=fv.flip
         )

@@ -40,56 +40,12 @@ from pcv import state as state_lib
 from pcv.config import InferenceConfig
 from pcv.data.batching import normalize_images
 from pcv.data.panoptic import LabelSpace
-from pcv.data.transforms import EvalGeometry, to_original
+from pcv.data.transforms import EvalGeometry
 from pcv.geometry import OUTPUT_STRIDE
-from pcv.inference import flip_tta, panoptic_inference, to_coco_panoptic
+from pcv.inference import flip_tta, panoptic_inference
+from pcv.portable import Prediction, finish
 from pcv.voting import VoteGrid
 from pcv.workdir import CALIBRATION, Workdir, read_json
-
-#: Result maps at the input resolution (mapped back to the original size); the rest live on the heads' map.
-IMAGE_MAPS = ("semantic", "instance")
-
-
-@dataclasses.dataclass
-class Prediction:
-    """The panoptic answer for one image.
-
-    Attributes:
-      ids: int32 ``[H, W]`` panoptic id map at the image's size, 0 = void.
-      segments_info: one dict per id (:func:`pcv.inference.to_coco_panoptic`:
-        ``id``, ``category_id``, ``category_name``, ``isthing``, ``iscrowd``,
-        ``area``, ``bbox``; instances also ``score``, ``class_score``,
-        ``peak_heat``).
-      semantic: int32 ``[H, W]`` train id per pixel, -1 void.
-      instance: int32 ``[H, W]``, instance slot + 1, 0 for stuff and void.
-      heatmap: ``[h, w]`` vote heatmap on the heads' map of the image (stride 4
-        of the resized image, padding cropped off).
-      peaks: int32 ``[N, 2]`` (y, x) on that map; boxes int32 ``[N, 4]``;
-        instance_valid bool ``[N]``; instance_score ``[N]`` (peak heat).
-      scale: ``(sy, sx)`` image pixels per heatmap pixel.
-      meta: ``original_size``, ``valid_size`` (the resized image), ``image_id``.
-    """
-
-    ids: np.ndarray
-    segments_info: list[dict]
-    semantic: np.ndarray
-    instance: np.ndarray
-    heatmap: np.ndarray
-    peaks: np.ndarray
-    boxes: np.ndarray
-    instance_valid: np.ndarray
-    instance_score: np.ndarray
-    scale: tuple[float, float]
-    meta: dict
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return tuple(self.ids.shape)
-
-
-def heads_size(valid_size: Sequence[int]) -> tuple[int, int]:
-    """The heads' map size of the valid (unpadded) part of an input."""
-    return tuple(-(-int(s) // OUTPUT_STRIDE) for s in valid_size)
 
 
 class Predictor:
@@ -250,28 +206,15 @@ class Predictor:
 
     def to_prediction(self, result: Mapping, meta: Mapping) -> Prediction:
         """One image's raw result (maps at the padded size) -> its :class:`Prediction` at the original size."""
-        maps = {key: to_original(result[key], meta) for key in IMAGE_MAPS}
-        ids, segments = to_coco_panoptic(
-            {**result, **maps},
-            self.label_space.category_ids,
-            self.label_space.thing_mask,
-            names=self.label_space.names,
+        labels = self.label_space
+        return finish(
+            result,
+            meta,
+            category_ids=labels.category_ids,
+            thing_mask=labels.thing_mask,
+            names=labels.names,
             threshold=self.inference.threshold,
-        )
-        hh, hw = heads_size(meta["valid_size"])
-        oh, ow = meta["original_size"]
-        return Prediction(
-            ids=ids,
-            segments_info=segments,
-            semantic=maps["semantic"],
-            instance=maps["instance"],
-            heatmap=np.asarray(result["heatmap"])[:hh, :hw],
-            peaks=np.asarray(result["peaks"]),
-            boxes=np.asarray(result["boxes"]),
-            instance_valid=np.asarray(result["instance_valid"]),
-            instance_score=np.asarray(result["instance_score"]),
-            scale=(oh / hh, ow / hw),
-            meta=dict(meta),
+            stride=OUTPUT_STRIDE,
         )
 
     # -- images ---------------------------------------------------------------
@@ -309,8 +252,9 @@ class Predictor:
 # ----------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=16)
-def _forward_fn(graphdef, grid: VoteGrid, flip: bool, data_sharding):
+def forward_body(graphdef, grid: VoteGrid, flip: bool):
+    """``(model_state, uint8 images [B, Hp, Wp, 3]) -> {"semantic", "votes"}``: the network part, to jit."""
+
     def forward(model_state, images):
         model = state_lib.merge(graphdef, model_state)
         x = normalize_images(images)
@@ -318,15 +262,26 @@ def _forward_fn(graphdef, grid: VoteGrid, flip: bool, data_sharding):
             return flip_tta(model, x, grid)
         return model(x)
 
-    return jax.jit(forward, out_shardings=data_sharding)
+    return forward
+
+
+def post_body(grid: VoteGrid, thing_mask: tuple, inference: InferenceConfig):
+    """``(semantic, votes, out_hw) -> result``: the post-processing part, to jit (``out_hw`` static)."""
+
+    def post(semantic, votes, out_hw):
+        return panoptic_inference(semantic, votes, grid, thing_mask, inference, output_size=out_hw)
+
+    return post
+
+
+@functools.lru_cache(maxsize=16)
+def _forward_fn(graphdef, grid: VoteGrid, flip: bool, data_sharding):
+    return jax.jit(forward_body(graphdef, grid, flip), out_shardings=data_sharding)
 
 
 @functools.lru_cache(maxsize=64)
 def _post_fn(grid: VoteGrid, thing_mask: tuple, inference: InferenceConfig, data_sharding):
-    def post(semantic, votes, out_hw):
-        return panoptic_inference(semantic, votes, grid, thing_mask, inference, output_size=out_hw)
-
-    return jax.jit(post, static_argnums=2, out_shardings=data_sharding)
+    return jax.jit(post_body(grid, thing_mask, inference), static_argnums=2, out_shardings=data_sharding)
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:

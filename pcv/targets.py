@@ -20,24 +20,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from pcv.portable import resize_nearest
 from pcv.voting.grid import VoteGrid
+
+__all__ = ["CENTROIDS", "IGNORE", "downsample_ids", "make_targets", "resize_nearest"]
 
 IGNORE = -1
 CENTROIDS = ("mass", "box")
-
-
-def resize_nearest(ids: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an ``[H, W, ...]`` map with half-pixel centres.
-
-    Output pixel i samples input pixel ``floor((i + 0.5) * H_in / H_out)``, the
-    same rule as :func:`pcv.inference.resize_nearest`.
-    """
-    ids = np.asarray(ids)
-    h, w = ids.shape[:2]
-    oh, ow = out_hw
-    ys = np.minimum(((np.arange(oh) + 0.5) * h / oh).astype(np.int64), h - 1)
-    xs = np.minimum(((np.arange(ow) + 0.5) * w / ow).astype(np.int64), w - 1)
-    return ids[ys[:, None], xs[None, :]]
 
 
 def downsample_ids(segment_ids: np.ndarray, stride: int) -> np.ndarray:

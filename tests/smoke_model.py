@@ -58,3 +58,31 @@ def reaped(proc: subprocess.Popen):
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
+
+
+def voting_model_state(model_state, seed: int = 0):
+    """The smoke model's variables with a random vote head that votes (not abstains) and varies across pixels.
+
+    Four training steps leave every pixel abstaining, so the smoke model finds
+    no instance. For tests of what comes after the network (export, scores,
+    overlays, reports) the vote head's kernel is replaced by N(0, 1) draws
+    (the abstain column scaled by 0.3): at threshold 1.0 each sample photo
+    then has several instances.
+    """
+    import jax
+    import numpy as np
+
+    state = jax.device_get(model_state)
+    head = state["params"]["vote_head"]
+    kernel = np.random.default_rng(seed).normal(0, 1, head["kernel"].shape).astype(head["kernel"].dtype)
+    kernel[..., -1] *= 0.3
+    state["params"]["vote_head"] = {**head, "kernel": kernel}
+    return state
+
+
+def voting_predictor(workdir):
+    """:func:`voting_model_state` in a :class:`pcv.Predictor` of the smoke work dir, threshold 1.0."""
+    from pcv.predictor import Predictor
+
+    predictor = Predictor.from_workdir(workdir, inference={"threshold": 1.0})
+    return predictor.replace(model_state=voting_model_state(predictor.model_state))

@@ -55,6 +55,10 @@ from PIL import Image
 
 from pcv.data.batching import PAD_COLOR
 from pcv.geometry import SIZE_MULTIPLE, round_up
+from pcv.portable import eval_resize_shape, resized_shape
+from pcv.portable import fit_size as fit_size  # re-exported: transforms is where users look
+from pcv.portable import resize_and_pad as resize_and_pad_image
+from pcv.portable import to_original as to_original
 
 # ----------------------------------------------------------------------------
 # Checks and segments.
@@ -270,20 +274,6 @@ def train_transform(
 # ----------------------------------------------------------------------------
 
 
-def eval_resize_shape(hw: tuple[int, int], short_side: int, max_size: int = 0) -> tuple[int, int]:
-    """``(h, w)`` with the shorter side ``short_side`` and the longer at most ``max_size`` (0: no limit).
-
-    ``short_side = 0`` keeps the size.
-    """
-    h, w = hw
-    if short_side <= 0:
-        return int(h), int(w)
-    scale = short_side / min(h, w)
-    if max_size > 0 and max(h, w) * scale > max_size:
-        scale = max_size / max(h, w)
-    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-
-
 def eval_pad_shape(short_side: int, max_size: int, multiple: int = SIZE_MULTIPLE) -> tuple[int, int]:
     """The one padded evaluation shape for both orientations: ``(L', L')``, ``L'`` = ``max_size`` rounded up.
 
@@ -329,26 +319,10 @@ def resize_and_pad(example: Mapping, size: tuple[int, int], pad_shape: tuple[int
     """
     image = np.asarray(example["image"])
     name = f"example {example.get('image_id', '?')!r}"
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"{name}: image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
-    hw = image.shape[:2]
-    size = tuple(int(x) for x in size)
-    if size[0] > pad_shape[0] or size[1] > pad_shape[1]:
-        raise ValueError(f"{name}: resized to {size[0]}x{size[1]}, larger than pad_shape {tuple(pad_shape)}")
-    if size != hw:
-        image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size[::-1], Image.BILINEAR))
-    out = np.empty((*pad_shape, 3), np.uint8)
-    out[...] = PAD_COLOR
-    out[: size[0], : size[1]] = image
-    meta = {"image_id": example.get("image_id"), "original_size": tuple(int(x) for x in hw), "valid_size": size}
+    out = resize_and_pad_image(image, size, pad_shape, PAD_COLOR, name=name)
+    hw = tuple(int(x) for x in image.shape[:2])
+    meta = {"image_id": example.get("image_id"), "original_size": hw, "valid_size": tuple(int(x) for x in size)}
     return out, meta
-
-
-def fit_size(hw: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
-    """The largest ``(h, w)`` of the image's aspect ratio inside ``box`` (at least 1 x 1)."""
-    h, w = hw
-    scale = min(box[0] / h, box[1] / w)
-    return max(1, min(box[0], round(h * scale))), max(1, min(box[1], round(w * scale)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -390,9 +364,7 @@ class EvalGeometry:
 
     def resized_shape(self, hw: tuple[int, int]) -> tuple[int, int]:
         """The size an image of ``hw`` is resized to before padding."""
-        if self.short_side > 0:
-            return eval_resize_shape(hw, self.short_side, self.max_size)
-        return fit_size(hw, self.fit_size)
+        return resized_shape(hw, self.short_side, self.max_size, self.fit_size)
 
     def preprocess(self, image: np.ndarray, image_id=None) -> tuple[np.ndarray, dict]:
         """One uint8 ``[H, W, 3]`` image -> (padded uint8 ``[Hp, Wp, 3]``, ``meta``) (:func:`resize_and_pad`)."""
@@ -402,17 +374,3 @@ class EvalGeometry:
         return resize_and_pad(
             {"image": image, "image_id": image_id}, self.resized_shape(image.shape[:2]), self.pad_shape
         )
-
-
-def to_original(prediction: np.ndarray, meta: Mapping) -> np.ndarray:
-    """A map at the padded evaluation size (``[Hp, Wp, ...]``) -> ``[H, W, ...]`` of the original image.
-
-    Crops the valid region, then resizes with nearest neighbour (ids stay ids).
-    """
-    from pcv.targets import resize_nearest
-
-    h, w = meta["valid_size"]
-    prediction = np.asarray(prediction)
-    if prediction.shape[0] < h or prediction.shape[1] < w:
-        raise ValueError(f"prediction {prediction.shape[:2]} is smaller than the valid size {(h, w)}")
-    return resize_nearest(prediction[:h, :w], tuple(meta["original_size"]))
