@@ -48,18 +48,10 @@ from pcv.data.batching import PAD_COLOR
 from pcv.errors import ConfigError, ExportError
 from pcv.geometry import OUTPUT_STRIDE
 from pcv.predictor import Predictor, forward_body, post_body
+from pcv.state import named_leaves
 from pcv.workdir import Workdir
 
 PLATFORMS = ("cpu", "cuda", "tpu")
-
-
-def weight_names(model_state) -> tuple[list[str], list, object]:
-    """``(names, arrays, treedef)`` of the model state's leaves, names like ``params.backbone.stem.kernel``."""
-    leaves, treedef = jax.tree_util.tree_flatten_with_path(model_state)
-    names = [".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path) for path, _ in leaves]
-    if len(set(names)) != len(names):
-        raise ExportError("two weights of the model state have the same dotted name")
-    return names, [leaf for _, leaf in leaves], treedef
 
 
 def _export(fn, args, platforms: Sequence[str], log) -> jax.export.Exported:
@@ -95,7 +87,7 @@ def export_bundle(predictor: Predictor, out_dir, *, config=None, platforms=PLATF
         raise ExportError(f"{out} is a file, not a folder")
     if "cpu" not in platforms:
         raise ConfigError(f"--platforms={','.join(platforms)}: cpu must be one of them")
-    names, arrays, treedef = weight_names(predictor.model_state)
+    names, arrays, treedef = named_leaves(predictor.model_state)
     hp, wp = predictor.geometry.pad_shape
     image_spec = jax.ShapeDtypeStruct((1, hp, wp, 3), np.uint8)
     weight_specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays]

@@ -368,7 +368,7 @@ class ExportedModel:
         import jax
 
         self.folder = Path(folder)
-        self.manifest = manifest = _read_manifest(self.folder)
+        self.manifest = manifest = read_manifest(self.folder)
         files = manifest["files"]
         for key in (WEIGHTS, FORWARD, POSTPROCESS):
             path = self.folder / key
@@ -453,7 +453,8 @@ class ExportedModel:
         )
 
 
-def _read_manifest(folder: Path) -> dict:
+def read_manifest(folder: Path) -> dict:
+    """A bundle's ``bundle.json``, checked for the fields a loader needs."""
     path = folder / MANIFEST
     if not folder.is_dir():
         raise ExportError(f"{folder}: no such folder (an exported model is a folder with {MANIFEST})")

@@ -109,6 +109,19 @@ def abstract_model(model: ModelConfig, num_classes: int, grid: VoteGrid) -> tupl
     return graphdef, {"params": params, "rest": rest}
 
 
+def named_leaves(model_state) -> tuple[list[str], list, Any]:
+    """``(names, leaves, treedef)`` of a model state, names dotted like ``params.backbone.stem.kernel``.
+
+    The names of exported weights (:mod:`pcv.export`) and of what
+    ``init_from`` copies (:mod:`pcv.finetune`).
+    """
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(model_state)
+    names = [".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path) for path, _ in leaves]
+    if len(set(names)) != len(names):
+        raise ValueError("two variables of the model state have the same dotted name")
+    return names, [leaf for _, leaf in leaves], treedef
+
+
 def merge(graphdef, model_state: dict, *, train: bool = False) -> PCVNet:
     """The network of ``graphdef`` with the given variables, in train or eval mode."""
     model = nnx.merge(graphdef, model_state["params"], model_state["rest"])

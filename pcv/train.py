@@ -34,7 +34,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from pcv import config as config_lib
-from pcv import distributed, losses, metrics_writer, viz
+from pcv import distributed, finetune, losses, metrics_writer, viz
 from pcv.config import Config
 from pcv.data import make_datasets, normalize_images, pipeline
 from pcv.data.transforms import EvalGeometry
@@ -275,6 +275,8 @@ def _run(config: Config, wd: Workdir, log, main: bool, *, stop_at, allow_config_
 
         # --- Checkpoint: resume from the newest one that restores -------------------
         ckpt = wd.checkpoint_manager(config.keep_checkpoints)
+        if config.init_from and not ckpt.all_steps():  # a new run that starts from a trained model
+            state = jax.device_put(start_from(config.init_from, state, labels.names, log if main else None), replicated)
         start_step, restored = restore_training(wd, ckpt, state, train_batches, log)
         if restored is not None:
             state = jax.device_put(restored, replicated)
@@ -400,6 +402,16 @@ def wd_config_text(config: Config) -> str:
 # ----------------------------------------------------------------------------
 # Checkpoints.
 # ----------------------------------------------------------------------------
+
+
+def start_from(spec: str, state: TrainState, class_names, log) -> TrainState:
+    """``state`` with the weights of the trained model ``spec`` names (:mod:`pcv.finetune`)."""
+    source = finetune.read_source(spec)
+    model_state, record = finetune.transfer(state.model_state, source, class_names)
+    if log is not None:
+        for line in record.lines(source, len(class_names)):
+            log(line)
+    return state.replace(params=model_state["params"], rest=model_state["rest"])
 
 
 def restore_training(wd: Workdir, ckpt, state: TrainState, iterator, log) -> tuple[int, TrainState | None]:

@@ -1,0 +1,172 @@
+"""Start a run from a trained model: ``--config.init_from=<work dir or exported bundle>[:step]``.
+
+    python -m pcv.train --config=custom:<prepared dir> --workdir=runs/mine \\
+        --config.init_from=workdir/coco_r50            # newest checkpoint of a run
+    ... --config.init_from=gs://bucket/run:20000       # a given step
+    ... --config.init_from=exported/model_dir          # a bundle of python -m pcv.export
+
+What is copied, variable by variable (names as in :func:`pcv.state.named_leaves`):
+
+- every variable whose name and shape are the same in both models: the
+  backbone, FPN and fusion layers, BatchNorm statistics, and the vote head
+  when the grids are the same;
+- the semantic head class by class: a class of the new label space takes
+  the weights of the source class *of the same name*; classes without one
+  keep their fresh initialisation. Same shape alone is never enough here:
+  two label spaces of 7 classes need not be the same 7;
+- anything else (another backbone width, another grid's vote head) keeps
+  its fresh initialisation.
+
+The optimizer starts fresh and the run counts its steps from 0. The
+trainer prints what was copied, mapped and re-initialised. ``init_from`` is
+read only when the work dir has no checkpoint: a restarted run resumes from
+its own.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from pcv import portable
+from pcv.errors import ConfigError, ExportError
+from pcv.state import named_leaves
+
+#: The semantic head's variables: their last axis is the class.
+SEMANTIC_HEAD = "params.semantic_head."
+
+
+@dataclasses.dataclass
+class Source:
+    """A trained model's variables by name, and its class names (train-id order)."""
+
+    description: str
+    step: int | None
+    weights: dict[str, np.ndarray]
+    class_names: tuple[str, ...]
+
+
+def parse(spec: str) -> tuple[str, int | None]:
+    """``"path[:step]"`` -> ``(path, step)``; a ``gs://`` scheme's colon is not a step."""
+    match = re.fullmatch(r"(.+):(\d+)", spec)
+    if match:
+        return match.group(1), int(match.group(2))
+    return spec, None
+
+
+def read_source(spec: str) -> Source:
+    """The model ``init_from`` names: a bundle folder (``bundle.json``) or a trained work dir."""
+    from pcv.workdir import as_path
+
+    path_text, step = parse(spec)
+    path = as_path(path_text)
+    if (path / portable.MANIFEST).exists():
+        if str(path).startswith("gs://"):
+            raise ConfigError(f"init_from={spec}: exported models are read from a local folder")
+        model = portable.read_manifest(Path(str(path)))
+        if step is not None and step != model.get("step"):
+            raise ConfigError(f"init_from={spec}: the bundle holds step {model.get('step')}, not {step}")
+        weights_file = Path(str(path)) / portable.WEIGHTS
+        if portable.sha256(weights_file) != model["files"].get(portable.WEIGHTS):
+            raise ExportError(f"{weights_file}: does not match {portable.MANIFEST} (SHA-256 differs)")
+        weights = portable.read_safetensors(weights_file)
+        names = tuple(model["labels"]["names"])
+        return Source(f"exported model {path}", model.get("step"), weights, names)
+    if not (path / "config.json").exists():
+        raise ConfigError(
+            f"init_from={spec}: {path} is neither a trained work dir (config.json) nor an exported model "
+            f"({portable.MANIFEST})"
+        )
+    from jax.sharding import SingleDeviceSharding
+
+    from pcv import state as state_lib
+    from pcv.voting import VoteGrid
+    from pcv.workdir import Workdir
+
+    wd = Workdir(path)
+    config, labels = wd.read_config(), wd.read_label_space()
+    _, abstract = state_lib.abstract_model(config.model, labels.num_classes, VoteGrid(config.grid))
+    sharding = SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
+    step, model_state = wd.restore_model_state(abstract, step)
+    names, leaves, _ = named_leaves(jax.device_get(model_state))
+    return Source(f"work dir {path}", step, dict(zip(names, map(np.asarray, leaves))), tuple(labels.names))
+
+
+@dataclasses.dataclass
+class Transfer:
+    """What :func:`transfer` did."""
+
+    copied: list[str]
+    reinitialised: list[tuple[str, str]]  # (name, why)
+    mapped: list[tuple[str, str]]  # (class name in the new label space, the same in the source)
+    unmatched_classes: list[str]
+    unused: list[str]  # source variables nothing took
+
+    def lines(self, source: Source, num_classes: int) -> list[str]:
+        total = len(self.copied) + len(self.reinitialised)
+        step = f" step {source.step}" if source.step is not None else ""
+        out = [f"init_from {source.description}{step}: copied {len(self.copied)} of {total} variables"]
+        mapped = len(self.mapped)
+        if mapped == num_classes and all(a == b for a, b in self.mapped):
+            out.append(f"  semantic head: all {num_classes} classes, the same names")
+        else:
+            names = ", ".join(a for a, _ in self.mapped[:8]) + (" ..." if mapped > 8 else "")
+            out.append(
+                f"  semantic head: {mapped} of {num_classes} classes mapped by name"
+                + (f" ({names})" if mapped else "")
+                + f", {len(self.unmatched_classes)} re-initialised"
+            )
+        for name, why in self.reinitialised:
+            out.append(f"  re-initialised {name}: {why}")
+        if self.unused:
+            out.append(f"  not used from the source: {len(self.unused)} variable(s), e.g. {self.unused[0]}")
+        return out
+
+
+def transfer(model_state, source: Source, class_names: Sequence[str]) -> tuple[dict, Transfer]:
+    """``model_state`` (a fresh one) with the source's variables copied in (module docstring).
+
+    Returns the new state (numpy leaves, same structure) and the :class:`Transfer` record.
+    """
+    names, leaves, treedef = named_leaves(jax.device_get(model_state))
+    source_index = {n: i for i, n in enumerate(source.class_names)}
+    rows = [(t, source_index[n]) for t, n in enumerate(class_names) if n in source_index]
+    record = Transfer([], [], [(class_names[t], source.class_names[s]) for t, s in rows], [], [])
+    record.unmatched_classes = [n for n in class_names if n not in source_index]
+    out, used = [], set()
+    for name, leaf in zip(names, leaves):
+        leaf = np.asarray(leaf)
+        theirs = source.weights.get(name)
+        if theirs is None:
+            record.reinitialised.append((name, "not in the source"))
+            out.append(leaf)
+            continue
+        used.add(name)
+        if name.startswith(SEMANTIC_HEAD):
+            if theirs.shape[:-1] != leaf.shape[:-1]:
+                record.reinitialised.append((name, f"shape {theirs.shape} in the source, {leaf.shape} here"))
+                out.append(leaf)
+                continue
+            new = leaf.copy()
+            for t, s in rows:
+                new[..., t] = theirs[..., s]
+            if rows:
+                record.copied.append(name)
+            else:
+                record.reinitialised.append((name, "no class of the same name in the source"))
+            out.append(new)
+            continue
+        if theirs.shape != leaf.shape:
+            record.reinitialised.append((name, f"shape {theirs.shape} in the source, {leaf.shape} here"))
+            out.append(leaf)
+            continue
+        record.copied.append(name)
+        out.append(theirs.astype(leaf.dtype))
+    record.unused = sorted(set(source.weights) - used)
+    return jax.tree_util.tree_unflatten(treedef, out), record
