@@ -119,3 +119,17 @@ def test_command_line_exit_codes(run, corrupt, tmp_path):
     assert "broken.jpg" in nothing.stderr and "predicted 0 image(s)" in nothing.stderr
     wrong = run_command("pcv.predict", *args, "--config.grid=((1,1),)", corrupt)
     assert wrong.returncode == 1 and wrong.stderr.strip().endswith("only config.inference.* can change when predicting")
+
+
+def test_instances_carry_their_scores_into_the_json(run, tmp_path):
+    from smoke_model import voting_predictor
+
+    photo = sorted(IMAGES.glob("*.jpg"))[0]
+    summary = predict.predict_paths(voting_predictor(run), [photo], tmp_path, log=quiet)
+    segments = json.loads((tmp_path / f"{photo.stem}.json").read_text())["segments_info"]
+    assert segments == summary["predicted"][0]["segments_info"]
+    things = [s for s in segments if s["isthing"]]
+    assert len(things) >= 2
+    for s in things:
+        assert 0 < s["score"] < 1 and s["score"] <= s["class_score"] and s["peak_heat"] >= 1.0  # threshold 1.0
+    assert all("score" not in s for s in segments if not s["isthing"])

@@ -163,3 +163,31 @@ def test_validation_panel_one_row_per_example():
     two = viz.validation_panel([(example, prediction)] * 2, labels)
     assert one.dtype == np.uint8 and one.shape[1] == two.shape[1] and two.shape[0] > one.shape[0]
     assert viz.validation_panel([], SyntheticPanoptic.label_space).shape == (1, 1, 3)
+
+
+def test_overlay_labels_each_instance_on_the_picture_with_its_score():
+    image, ids, segments = scene()
+    segments = [dict(s, isthing=s["category_id"] < 10) for s in segments]
+    segments[1]["score"] = 0.873
+    fig = viz.overlay(image, ids, segments, CATEGORIES)
+    texts = {t.get_text(): t.get_position() for t in fig.axes[0].texts}
+    assert sorted(texts) == ["disc", "disc 0.87", "square"]  # instances only, not grass
+    for text, (x, y) in texts.items():
+        segment = {"disc 0.87": 2, "disc": 3, "square": 4}[text]
+        assert ids[int(y), int(x)] == segment  # written on the instance itself
+    assert texts["disc 0.87"] == (3, 3)  # the centre of a 3 x 3 disc: deepest inside
+    assert not viz.overlay(image, ids, segments, CATEGORIES, labels=False).axes[0].texts
+
+
+def test_label_points_sit_inside_hollow_and_thin_instances():
+    ids = np.zeros((20, 20), np.int32)
+    ids[2:18, 2:18] = 1
+    ids[5:15, 5:15] = 0  # a ring: its centre of mass is in the hole
+    ids[19, :] = 2  # one pixel thick
+    segments = [{"id": 1, "isthing": 1}, {"id": 2, "isthing": 1}, {"id": 3, "isthing": 1}]
+    points = viz.label_points(ids, segments)
+    assert [s["id"] for s, _ in points] == [1, 2]  # id 3 has no pixel
+    for seg, (y, x) in points:
+        assert ids[y, x] == seg["id"]
+    depth = viz._inner_distance(ids == 1)
+    assert depth.max() == 2 and depth[2, 2] == 1 and depth[3, 3] == 2 and depth[10, 10] == 0
