@@ -4,6 +4,7 @@ r"""Score a trained checkpoint: ``python -m pcv.evaluate --workdir=...``.
     python -m pcv.evaluate --workdir=workdir/synthetic --step=1000 --flip
     python -m pcv.evaluate --workdir=gs://bucket/run --config.inference.threshold=2.0
     python -m pcv.evaluate --workdir=... --out_dir=/tmp/eval --num_images=100
+    python -m pcv.evaluate --workdir=... --report=8      # + report.json and worst.png: where it fails
 
 It restores the checkpoint, predicts every image of the split (sharded over
 the devices and hosts), writes the predictions as COCO panoptic files to
@@ -11,7 +12,12 @@ the devices and hosts), writes the predictions as COCO panoptic files to
 ``predictions.json`` with the original image sizes and the dataset's
 category ids, ``gt/`` when the dataset has no files of its own,
 ``results.json``), scores those files with :func:`pcv.evaluation.pq_compute`
-and prints the PQ table. ``--config.data.*`` and ``--config.inference.*``
+and prints the PQ table, with the mIoU of the semantic map and (with
+pycocotools installed) the COCO instance AP of the thing segments
+(:mod:`pcv.evaluation.metrics`; their detections are in ``instances.json``,
+COCO's results format). ``--report=N`` adds ``report.json``, every image's
+PQ and per-class TP / FP / FN from worst to best, and ``worst.png``, the N
+worst images as input | ground truth | prediction | heatmap. ``--config.data.*`` and ``--config.inference.*``
 change what is evaluated (not the model). The same files rescore with
 ``python -m pcv.pq``. Library: :func:`pcv.evaluator.evaluate_workdir`.
 """
@@ -37,6 +43,13 @@ def main(argv=None) -> int:
     flags.DEFINE_bool("flip", False, "Horizontal-flip test-time augmentation.", flag_values=fv)
     flags.DEFINE_integer("num_images", None, "Evaluate only the first N images.", flag_values=fv)
     flags.DEFINE_integer("workers", None, "Scoring processes (default: by set size; 0 = in-process).", flag_values=fv)
+    flags.DEFINE_integer(
+        "report",
+        0,
+        "Also write report.json (per-image PQ and per-class TP/FP/FN, worst first) and worst.png, "
+        "a picture sheet of the N worst images.",
+        flag_values=fv,
+    )
     flags.DEFINE_bool(
         "calibrated", True, "Use the work dir's calibrated post-processing when it has one.", flag_values=fv
     )
@@ -59,6 +72,7 @@ def main(argv=None) -> int:
             overrides=values,
             num_workers=fv.workers,
             calibrated=fv.calibrated,
+            report=fv.report,
         )
         return 0
 

@@ -27,6 +27,7 @@ import numpy as np
 from pcv import distributed
 from pcv.data.panoptic import example_stem
 from pcv.data.pipeline import eval_batches
+from pcv.evaluation import metrics
 from pcv.evaluation.coco_files import CocoPanopticWriter, write_coco_panoptic
 from pcv.evaluation.pq import PQStat, pq_compute, pq_image_stats
 from pcv.metrics_writer import ProgressBar
@@ -47,7 +48,10 @@ class Evaluator:
         for pictures.
       out_dir: also write COCO panoptic files there: ``panoptic/`` +
         ``predictions.json`` and, unless the dataset has files of its own,
-        the ground truth under ``gt/``.
+        the ground truth under ``gt/``; and ``instances.json``, the thing
+        segments in COCO's results format (RLE masks and scores).
+      per_image: keep each image's PQ counts in :attr:`images` (the
+        report of ``python -m pcv.evaluate --report``).
       split: the split's name (file names).
       progress: show a progress bar (process 0).
       log: where messages go.
@@ -60,6 +64,7 @@ class Evaluator:
     out_dir: object = None
     split: str = "val"
     progress: bool = True
+    per_image: bool = False
     log: Callable[[str], None] = print
 
     def __post_init__(self):
@@ -69,6 +74,7 @@ class Evaluator:
         self.count = n if self.num_images is None else min(int(self.num_images), n)
         self.shown: list = []
         self.files: dict = {}
+        self.images: list[dict] = []
 
     @property
     def out_dir_path(self):
@@ -77,7 +83,12 @@ class Evaluator:
         return as_path(self.out_dir)
 
     def run(self, predictor: Predictor) -> dict:
-        """PQ of ``predictor`` on the split: ``{"All", "Things", "Stuff", "per_class"}`` (same on every host)."""
+        """Scores of ``predictor`` on the split, the same on every host.
+
+        ``{"All", "Things", "Stuff", "per_class"}`` (PQ), ``"semantic"``
+        (mIoU) and, with pycocotools, ``"instances"`` (COCO AP); see
+        :mod:`pcv.evaluation.metrics`.
+        """
         hosts, me = distributed.process_count(), distributed.process_index()
         main = me == 0
         self.shown = []
@@ -92,6 +103,11 @@ class Evaluator:
             )
         order: list[int] = []  # dataset position of each image written, to sort the gathered entries
         stat = PQStat()
+        labels = self.dataset.categories
+        category_ids = [int(c["id"]) for c in labels]
+        semantic = metrics.SemanticStat(category_ids)
+        instances = metrics.InstanceStat(labels) if metrics.have_pycocotools() else None
+        images = []
         bar = ProgressBar(self.count, "eval", enabled=self.progress and main)
         batches = eval_batches(
             self.dataset,
@@ -101,7 +117,6 @@ class Evaluator:
             process_index=me,
             process_count=hosts,
         )
-        labels = self.dataset.categories
         for batch in batches:
             raw = predictor.run_padded(batch["images"])
             for j in range(len(batch["valid"])):
@@ -109,14 +124,15 @@ class Evaluator:
                     continue
                 example = batch["examples"][j]
                 prediction = predictor.to_prediction({k: v[j] for k, v in raw.items()}, batch["meta"][j])
-                stat += pq_image_stats(
-                    example["segment_ids"],
-                    example["segments_info"],
-                    prediction.ids,
-                    prediction.segments_info,
-                    labels,
-                    image_id=example.get("image_id"),
-                )
+                gt = (example["segment_ids"], example["segments_info"])
+                pred = (prediction.ids, prediction.segments_info)
+                image_stat = pq_image_stats(*gt, *pred, labels, image_id=example.get("image_id"))
+                stat += image_stat
+                semantic.add(*gt, *pred)
+                if instances is not None:
+                    instances.add(int(batch["index"][j]), *gt, *pred)
+                if self.per_image:
+                    images.append(_image_record(example, int(batch["index"][j]), image_stat, labels))
                 if writer is not None:
                     writer.add(
                         example_stem(example, self.split),
@@ -131,15 +147,24 @@ class Evaluator:
             bar.update(int(np.sum(batch["valid"])) * hosts)
         bar.close()
 
-        category_ids = [int(c["id"]) for c in labels]
         total = PQStat.from_array(distributed.sum_across_hosts(stat.to_array(category_ids)), category_ids)
         result = total.results(labels)
+        result["semantic"] = semantic.results(distributed.sum_across_hosts(semantic.matrix))
+        detections = None
+        if instances is not None:
+            merged = instances.merge(distributed.gather_objects(instances.parts()))
+            result["instances"] = distributed.broadcast_object(merged.results() if distributed.is_main() else None)
+            detections = merged.detections
+        if self.per_image:
+            self.images = sorted(
+                (r for part in distributed.gather_objects(images) for r in part), key=lambda r: r["index"]
+            )
         if writer is not None:
-            self.files = self._finish_files(writer, order)
+            self.files = self._finish_files(writer, order, detections)
         return result
 
-    def _finish_files(self, writer: CocoPanopticWriter, order: list[int]) -> dict:
-        """Gather every host's entries to process 0, which writes the JSONs (prediction and ground truth)."""
+    def _finish_files(self, writer: CocoPanopticWriter, order: list[int], detections) -> dict:
+        """Gather every host's entries to process 0, which writes the JSONs (prediction, ground truth, instances)."""
         parts = distributed.gather_objects({"images": writer.images, "annotations": writer.annotations, "order": order})
         files = {}
         if distributed.is_main():
@@ -155,6 +180,11 @@ class Evaluator:
                 "gt_json": str(gt["json"]),
                 "gt_folder": str(gt["panoptic_folder"]),
             }
+            if detections is not None:  # detections carry dataset positions; the file, the images' ids
+                by_position = {i: ann["image_id"] for i, _, ann in entries}
+                path = self.out_dir_path / "instances.json"
+                metrics.write_detections(path, [dict(d, image_id=by_position[d["image_id"]]) for d in detections])
+                files["instances_json"] = str(path)
         distributed.sync("pcv-evaluator-files")
         return files
 
@@ -173,6 +203,27 @@ class Evaluator:
         return pq_compute(
             f["gt_json"], f["predictions_json"], f["gt_folder"], f["predictions_folder"], num_workers=num_workers
         )
+
+
+def _image_record(example, index: int, stat: PQStat, categories) -> dict:
+    """One image's line of the report: its PQ, and TP / FP / FN and PQ per class present."""
+    summary, per_class = stat.pq_average(categories)
+    classes = {}
+    for c in categories:
+        s = stat.pq_per_cat.get(int(c["id"]))
+        if s is None or s.tp + s.fp + s.fn == 0:
+            continue
+        classes[str(c.get("name", c["id"]))] = {"tp": s.tp, "fp": s.fp, "fn": s.fn, "pq": per_class[int(c["id"])]["pq"]}
+    return {
+        "index": index,
+        "image_id": example.get("image_id"),
+        "file_name": example.get("file_name"),
+        **{k: summary[k] for k in ("pq", "sq", "rq", "n")},
+        "tp": sum(v["tp"] for v in classes.values()),
+        "fp": sum(v["fp"] for v in classes.values()),
+        "fn": sum(v["fn"] for v in classes.values()),
+        "classes": classes,
+    }
 
 
 # ----------------------------------------------------------------------------
@@ -194,6 +245,7 @@ def evaluate_workdir(
     overrides: dict | None = None,
     num_workers: int | None = None,
     calibrated: bool = True,
+    report: int = 0,
     progress: bool = True,
     log=print,
 ) -> dict:
@@ -211,11 +263,13 @@ def evaluate_workdir(
         ``data.*``, ``inference.*``, ``eval_batch_size``, ``num_devices``).
       num_workers: processes scoring the files (:func:`pcv.evaluation.pq_compute`).
       calibrated: use the work dir's calibrated post-processing when present.
+      report: > 0: also write the per-image report (:func:`write_report`)
+        with a picture sheet of the ``report`` worst images.
       progress, log: progress bar and where the table goes.
     Returns:
       what ``<out_dir>/results.json`` holds: ``step``, ``split``, ``flip``,
       ``num_images``, ``inference`` (the settings used), ``eval`` (PQ of the
-      exported files) and ``files``.
+      exported files, mIoU and, with pycocotools, AP) and ``files``.
     """
     import dataclasses
 
@@ -260,6 +314,7 @@ def evaluate_workdir(
         out_dir=out,
         split=split,
         progress=progress,
+        per_image=report > 0,
         log=log,
     )
     in_memory = evaluator.run(predictor)
@@ -272,15 +327,57 @@ def evaluate_workdir(
             "flip": bool(flip),
             "num_images": evaluator.count,
             "inference": dataclasses.asdict(predictor.inference),
-            "eval": scores,
+            "eval": {**scores, **{k: in_memory[k] for k in ("semantic", "instances") if k in in_memory}},
             "files": evaluator.files,
-            "in_memory_matches_files": _same(scores, in_memory),
+            "in_memory_matches_files": _same(scores, {k: in_memory[k] for k in scores}),
         }
         write_json(evaluator.out_dir_path / "results.json", results, indent=2)
         log(f"step {predictor.step}, {split} split, {evaluator.count} images{', flip TTA' if flip else ''}:")
-        log(format_table(scores))
+        log(format_table(results["eval"]))
         log(f"wrote {evaluator.out_dir_path}")
+    if report > 0:
+        write_report(evaluator, predictor, report, log=log)
     return distributed.broadcast_object(results)
+
+
+def worst_first(records: list[dict]) -> list[dict]:
+    """Per-image records from the worst PQ to the best; an image with nothing to find and nothing found counts as 1."""
+    return sorted(records, key=lambda r: (r["pq"] if r["n"] else 1.0, -r["fp"] - r["fn"], r["index"]))
+
+
+def write_report(evaluator: Evaluator, predictor: Predictor, num_pictures: int, log=print) -> dict:
+    """``report.json`` (every image's PQ and per-class TP / FP / FN, worst first) and ``worst.png`` in the out dir.
+
+    ``worst.png`` has a row per image, input | ground truth | prediction |
+    heatmap, for the ``num_pictures`` worst. Those images are predicted
+    again (on every host, which keeps the hosts in step); process 0 writes.
+    """
+    from pcv import viz
+    from pcv.workdir import encode_png, write_atomic, write_json
+
+    ranked = worst_first(evaluator.images)
+    worst = ranked[:num_pictures]
+    examples = [evaluator.dataset[r["index"]] for r in worst]
+    predictions = predictor.predict_batch([e["image"] for e in examples])
+    report = {
+        "step": predictor.step,
+        "split": evaluator.split,
+        "order": "worst PQ first (an image with nothing to find and nothing found counts as 1)",
+        "images": ranked,
+    }
+    if distributed.is_main():
+        out = evaluator.out_dir_path
+        write_json(out / "report.json", report, indent=1)
+        titles = [
+            f"{r['file_name'] or r['image_id']}: PQ {100 * r['pq']:.1f}, TP {r['tp']} FP {r['fp']} FN {r['fn']}"
+            for r in worst
+        ]
+        sheet = viz.validation_panel(list(zip(examples, predictions)), predictor.label_space, row_titles=titles)
+        write_atomic(out / "worst.png", encode_png(sheet))
+        log(f"worst images (of {len(ranked)}; all in {out / 'report.json'}, pictures in {out / 'worst.png'}):")
+        for title in titles[:5]:
+            log(f"  {title}")
+    return report
 
 
 def _same(a, b, tolerance: float = 1e-9) -> bool:

@@ -525,9 +525,14 @@ def finite_loss(metrics, step: int, ckpt, wd: Workdir) -> float:
 
 
 def _eval_scalars(result: dict) -> dict:
-    return {
+    out = {
         f"val/{group}_{k}": float(result[group][k]) for group in ("All", "Things", "Stuff") for k in ("pq", "sq", "rq")
     }
+    if "semantic" in result:
+        out["val/miou"] = float(result["semantic"]["miou"])
+    for key, value in result.get("instances", {}).items():
+        out[f"val/{key}"] = float(value)
+    return out
 
 
 # ----------------------------------------------------------------------------

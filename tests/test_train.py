@@ -9,6 +9,7 @@ import pytest
 
 from pcv import train
 from pcv.errors import ConfigError
+from pcv.evaluation.metrics import AP_KEYS
 
 from smoke_model import run_command, smoke_config
 
@@ -46,6 +47,7 @@ def test_smoke_run_writes_results_and_learns(smoke_run):
     for group in ("All", "Things", "Stuff"):
         assert {"pq", "sq", "rq", "n"} <= set(saved["eval"][group])
     assert saved["eval"]["per_class"]
+    assert 0 <= saved["eval"]["semantic"]["miou"] <= 1 and set(saved["eval"]["instances"]) == set(AP_KEYS)
     lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     losses = [line["loss"] for line in lines if "loss" in line]
     assert len(losses) >= 2 and losses[-1] < losses[0], losses

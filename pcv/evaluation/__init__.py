@@ -1,7 +1,10 @@
-"""Evaluation: COCO panoptic quality (PQ), and the one COCO panoptic writer.
+"""Evaluation: COCO panoptic quality (PQ), mIoU and AP beside it, and the one COCO panoptic writer.
 
 - :mod:`pcv.evaluation.pq`: ``pq_compute`` scores COCO panoptic JSON + PNG
   folders; ``pq_image_stats`` and ``PQStat`` do the same on in-memory id maps.
+- :mod:`pcv.evaluation.metrics`: mIoU of the semantic map (``SemanticStat``)
+  and COCO instance AP of the thing segments (``InstanceStat``, with
+  pycocotools: ``pip install 'pcv[coco]'``).
 - :mod:`pcv.evaluation.coco_files`: ``CocoPanopticWriter`` (predictions) and
   ``write_coco_panoptic`` (a dataset's ground truth).
 

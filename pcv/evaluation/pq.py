@@ -582,9 +582,20 @@ def pq_compute(gt_json_file, pred_json_file, gt_folder=None, pred_folder=None, n
 
 
 def format_table(results: Mapping[str, Any]) -> str:
-    """The All / Things / Stuff summary: PQ, SQ, RQ in percent and N."""
+    """The All / Things / Stuff summary: PQ, SQ, RQ in percent and N; then mIoU and AP when present."""
     lines = [f"{'':10s}| {'PQ':>6s} {'SQ':>6s} {'RQ':>6s} {'N':>5s}", "-" * 38]
     for name, _ in GROUPS:
         row = results[name]
         lines.append(f"{name:10s}| {100 * row['pq']:6.1f} {100 * row['sq']:6.1f} {100 * row['rq']:6.1f} {row['n']:5d}")
+    extra = []
+    if "semantic" in results:
+        extra.append(f"mIoU {100 * results['semantic']['miou']:.1f}")
+    if "instances" in results:
+        names = {"ap": "AP", "ap50": "AP50", "ap75": "AP75", "aps": "APs", "apm": "APm", "apl": "APl"}
+        ap = results["instances"]
+        extra.append(
+            " ".join(f"{names.get(k, k)} {100 * v:.1f}" if v >= 0 else f"{names.get(k, k)} -" for k, v in ap.items())
+        )
+    if extra:
+        lines.append("   ".join(extra))
     return "\n".join(lines)
