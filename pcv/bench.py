@@ -1,4 +1,13 @@
-"""Benchmarks: ``python -m pcv.bench [voting|train|pipeline] [--sizes=coco,cityscapes] [--repeats=N]``.
+"""Benchmarks: ``python -m pcv.bench [voting|train|pipeline|scaling|memory] [--sizes=...] [--repeats=N]``.
+
+``scaling`` times inference and aggregation against the map size (1/4, 1
+and 4 times COCO's pixels, K = 233) and against K (17, 89, 233, 401, 641 at
+COCO scale), each with its compiled peak memory and as a multiple of one read.
+
+``memory`` gives the compiled peak memory (the compiler's buffer
+assignment: arguments, outputs, temporaries) of inference at ``--sizes``
+and of a ``--backbone`` training step at 512 x 512 and 800 x 1344 with 1
+and 2 images (the difference is the cost per image).
 
 ``train`` times one jitted training step (``--backbone=resnet50 --image_size=512
 --batch=2``) and reports images per second.
@@ -137,12 +146,124 @@ def bench_voting(sizes, repeats: int) -> list[dict]:
     return rows
 
 
-def bench_train(backbone: str, size: int, batch: int, repeats: int, dtype: str) -> list[dict]:
-    """Training throughput of one jitted train step (images/s) on random data.
+def compiled_memory(fn, *args) -> dict:
+    """Memory of one call of ``jax.jit(fn)`` by the compiler's buffer assignment, in MiB.
 
-    COCO-like heads: 133 classes, the default grid (K = 233), inputs
-    ``size x size``; batch statistics over the batch, SGD with momentum.
+    ``peak``: the most the compiled program holds at once, by the buffers'
+    live ranges (XLA's ``peak_memory_in_bytes``; where a backend does not
+    give it, arguments + outputs + temporaries - aliased); beside it the
+    arguments, outputs and temporaries. Found without running the program.
     """
+    stats = jax.jit(fn).lower(*args).compile().memory_analysis()
+    mib = 2**20
+    args_b, out_b = stats.argument_size_in_bytes, stats.output_size_in_bytes
+    temp_b, alias_b = stats.temp_size_in_bytes, stats.alias_size_in_bytes
+    peak = getattr(stats, "peak_memory_in_bytes", 0) or (args_b + out_b + temp_b - alias_b)
+    return {
+        "peak_mib": round(peak / mib, 3),
+        "arguments_mib": round(args_b / mib, 3),
+        "outputs_mib": round(out_b / mib, 3),
+        "temporaries_mib": round(temp_b / mib, 3),
+    }
+
+
+#: Grids of the scaling table: K = 17, 89, 233 (the default), 401 and 641.
+SCALING_GRIDS = (
+    ((1, 1), (3, 1)),
+    ((1, 1), (3, 4)),
+    DEFAULT_GRID.spec,
+    ((1, 1), (3, 4), (9, 6), (27, 3)),
+    ((1, 1), (3, 4), (9, 9), (27, 3)),
+)
+#: Map sizes of the scaling table: 1/4, 1 and 4 times COCO's pixels at stride 4.
+SCALING_SIZES = ((100, 168), (200, 336), (400, 672))
+
+
+def bench_scaling(
+    repeats: int, sizes=SCALING_SIZES, grids=SCALING_GRIDS, at=(200, 336), size_grid=DEFAULT_GRID.spec
+) -> list[dict]:
+    """Inference and aggregation time and compiled peak memory against map size (``size_grid``) and K (at ``at``)."""
+    from pcv.voting import VoteGrid
+
+    rows = []
+    cases = [(hw, size_grid) for hw in sizes] + [(at, g) for g in grids if g != size_grid]
+    for (h, w), spec in cases:
+        grid = VoteGrid(spec)
+        sem, votes = synthetic_scene((h, w), 133, 80, grid)
+        probs = jax.nn.softmax(votes, -1)[..., : grid.num_bins]
+        thing_mask = tuple(i < 80 for i in range(133))
+
+        def infer(s, v, grid=grid, tm=thing_mask, hw=(4 * h, 4 * w)):
+            return panoptic_inference(s, v, grid, tm, InferenceConfig(), output_size=hw)
+
+        def aggregate(p, grid=grid):
+            return aggregate_votes(p, grid, method="shift")
+
+        read = jax.jit(lambda a: a.sum())
+        both = jnp.concatenate([sem.reshape(-1), votes.reshape(-1)])
+        for what, fn, args, floor in (
+            ("inference", infer, (sem, votes), both),
+            ("aggregation", aggregate, (probs,), probs),
+        ):
+            ms, _ = time_fn(jax.jit(fn), *args, repeats=repeats)
+            read_ms, _ = time_fn(read, floor, repeats=repeats)
+            memory = compiled_memory(fn, *args)
+            rows.append(
+                {
+                    "what": what,
+                    "map": f"{h}x{w}",
+                    "pixels_vs_coco": round(h * w / (200 * 336), 2),
+                    "K": grid.num_bins,
+                    "ms": round(ms, 2),
+                    "x_read": round(ms / read_ms, 1),
+                    "input_mib": round(sum(a.size * a.dtype.itemsize for a in args) / 2**20, 1),
+                    **memory,
+                }
+            )
+            r = rows[-1]
+            print(
+                f"  {what:<12} {r['map']:>8} K={r['K']:<4} {ms:9.2f} ms {r['x_read']:6.1f}x read  "
+                f"input {r['input_mib']:7.1f} MiB  peak {r['peak_mib']:7.1f} MiB",
+                flush=True,
+            )
+    return rows
+
+
+def bench_memory(sizes, train_sizes=((512, 512), (800, 1344)), backbone: str = "resnet50") -> list[dict]:
+    """Compiled peak memory of inference (``sizes``) and of a training step at 1 and 2 images (``train_sizes``)."""
+    rows = []
+    grid = DEFAULT_GRID
+    for name in sizes:
+        (h, w), num_classes, num_things = SIZES[name]
+        sem, votes = synthetic_scene((h, w), num_classes, num_things, grid)
+        thing_mask = tuple(i < num_things for i in range(num_classes))
+
+        def infer(s, v, tm=thing_mask, hw=(4 * h, 4 * w)):
+            return panoptic_inference(s, v, grid, tm, InferenceConfig(), output_size=hw)
+
+        rows.append({"what": "inference", "size": f"{name} {h}x{w}", **compiled_memory(infer, sem, votes)})
+        print(f"  {rows[-1]}", flush=True)
+    for size in train_sizes:
+        per_batch = {}
+        for batch in (1, 2):
+            step, state, data = _train_step(backbone, size, batch, "float32")
+            per_batch[batch] = compiled_memory(step, state, data)
+        rows.append(
+            {
+                "what": f"train step {backbone} float32",
+                "size": f"{size[0]}x{size[1]}",
+                "batch_1_peak_mib": per_batch[1]["peak_mib"],
+                "batch_2_peak_mib": per_batch[2]["peak_mib"],
+                "per_image_mib": round(per_batch[2]["peak_mib"] - per_batch[1]["peak_mib"], 1),
+                "state_mib": per_batch[1]["arguments_mib"],
+            }
+        )
+        print(f"  {rows[-1]}", flush=True)
+    return rows
+
+
+def _train_step(backbone: str, size, batch: int, dtype: str):
+    """``(step, state, batch)``: the train step of a COCO-like model (133 classes, K = 233) on random data."""
     from pcv import config as config_lib
     from pcv.state import create_train_state
     from pcv.train import make_train_step
@@ -159,16 +280,27 @@ def bench_train(backbone: str, size: int, batch: int, repeats: int, dtype: str) 
     )
     grid = DEFAULT_GRID
     parts = create_train_state(config, 133, grid)
-    step = jax.jit(make_train_step(parts.graphdef, parts.tx, parts.schedule, config), donate_argnums=0)
-    state = parts.state
+    step = make_train_step(parts.graphdef, parts.tx, parts.schedule, config)
     rng = np.random.default_rng(0)
-    s = size // 4
-    batch = {
-        "images": jnp.asarray(rng.integers(0, 256, (batch, size, size, 3)), jnp.uint8),
-        "semantic": jnp.asarray(rng.integers(-1, 133, (batch, s, s)), jnp.int32),
-        "votes": jnp.asarray(rng.integers(-1, grid.num_bins + 1, (batch, s, s)), jnp.int32),
-        "weights": jnp.asarray(rng.random((batch, s, s)), jnp.float32),
+    h, w = (size, size) if isinstance(size, int) else size
+    s = (h // 4, w // 4)
+    data = {
+        "images": jnp.asarray(rng.integers(0, 256, (batch, h, w, 3)), jnp.uint8),
+        "semantic": jnp.asarray(rng.integers(-1, 133, (batch, *s)), jnp.int32),
+        "votes": jnp.asarray(rng.integers(-1, grid.num_bins + 1, (batch, *s)), jnp.int32),
+        "weights": jnp.asarray(rng.random((batch, *s)), jnp.float32),
     }
+    return step, parts.state, data
+
+
+def bench_train(backbone: str, size: int, batch: int, repeats: int, dtype: str) -> list[dict]:
+    """Training throughput of one jitted train step (images/s) on random data.
+
+    COCO-like heads: 133 classes, the default grid (K = 233), inputs
+    ``size x size``; batch statistics over the batch, SGD with momentum.
+    """
+    fn, state, batch = _train_step(backbone, size, batch, dtype)
+    step = jax.jit(fn, donate_argnums=0)
     state, _ = step(state, batch)  # compile
     jax.block_until_ready(state)
     times = []
@@ -369,6 +501,10 @@ def main(argv=None) -> int:
             rows = bench_pipeline(
                 fv.image_size, fv.base_size, fv.batch or 8, fv.repeats, workers, source_size, fv.coco_sample
             )
+        elif suite == "scaling":
+            rows = bench_scaling(fv.repeats)
+        elif suite == "memory":
+            rows = bench_memory(sizes, backbone=fv.backbone)
         else:
             rows = bench_voting(sizes, fv.repeats)
         if fv.json:
@@ -379,7 +515,7 @@ def main(argv=None) -> int:
     return cli.run(fv, program, argv, takes_config=False)
 
 
-SUITES = ("voting", "train", "pipeline")
+SUITES = ("voting", "train", "pipeline", "scaling", "memory")
 
 
 if __name__ == "__main__":

@@ -57,3 +57,21 @@ def test_bench_pipeline_small(tmp_path, capsys):
         assert r["images_per_second"] == pytest.approx(r["images"] / r["seconds"], rel=0.01)
         assert r["cpu_ms_per_image"] > 0
     assert "synthetic 96x128" in capsys.readouterr().out
+
+
+def test_bench_scaling_and_memory_tiny():
+    small = ((1, 1), (3, 1))
+    rows = bench.bench_scaling(1, sizes=((16, 24), (32, 48)), grids=(small,), at=(16, 24), size_grid=small)
+    assert [(r["what"], r["map"], r["K"]) for r in rows] == [
+        ("inference", "16x24", 17),
+        ("aggregation", "16x24", 17),
+        ("inference", "32x48", 17),
+        ("aggregation", "32x48", 17),
+    ]
+    for r in rows:
+        # A program holds its inputs throughout, at most everything at once; 4x the pixels cost more.
+        assert r["arguments_mib"] <= r["peak_mib"] <= r["arguments_mib"] + r["outputs_mib"] + r["temporaries_mib"]
+        assert r["arguments_mib"] > 0 and r["ms"] > 0
+    assert rows[2]["peak_mib"] > rows[0]["peak_mib"]
+    (inference,) = bench.bench_memory(["tiny"], train_sizes=())
+    assert inference["what"] == "inference" and inference["peak_mib"] > inference["arguments_mib"] > 0
