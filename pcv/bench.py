@@ -312,7 +312,7 @@ def bench_train(backbone: str, size: int, batch: int, repeats: int, dtype: str) 
         times.append(time.perf_counter() - t0)
     ms = 1e3 * statistics.median(times)
     row = {
-        "size": f"{size}x{size}",
+        "size": "x".join(map(str, (size, size) if isinstance(size, int) else size)),
         "what": f"train step {backbone} {dtype} batch {batch['images'].shape[0]}",
         "ms": round(ms, 1),
         "min_ms": round(1e3 * min(times), 1),
@@ -476,7 +476,9 @@ def main(argv=None) -> int:
     flags.DEFINE_integer("repeats", 20, "Timed runs after one compiling run.", flag_values=fv)
     flags.DEFINE_string("json", None, "Also write the rows and environment to this file.", flag_values=fv)
     flags.DEFINE_string("backbone", "resnet50", "train: resnet50, resnet101 or small.", flag_values=fv)
-    flags.DEFINE_integer("image_size", 512, "train / pipeline: square input (crop) size.", flag_values=fv)
+    flags.DEFINE_string(
+        "image_size", "512", "train: input size, N or HxW (800x1344); pipeline: square crop size N.", flag_values=fv
+    )
     flags.DEFINE_integer("batch", None, "train: global batch (2); pipeline: per host (8).", flag_values=fv)
     flags.DEFINE_integer("base_size", 800, "pipeline: shorter side at scale 1.", flag_values=fv)
     flags.DEFINE_string("workers", "0,1,2", "pipeline: comma-separated worker counts.", flag_values=fv)
@@ -492,15 +494,21 @@ def main(argv=None) -> int:
         unknown = [s for s in sizes if s not in SIZES]
         if unknown:
             raise ConfigError(f"--sizes: unknown size {unknown[0]!r}; choose from {', '.join(SIZES)}")
+        try:
+            image_size = tuple(int(x) for x in fv.image_size.lower().split("x"))
+            image_size = image_size * 2 if len(image_size) == 1 else image_size
+            assert len(image_size) == 2 and min(image_size) > 0
+        except (ValueError, AssertionError):
+            raise ConfigError(f"--image_size={fv.image_size}: expected N or HxW, e.g. 512 or 800x1344") from None
         env = environment()
         print(f"pcv.bench {suite}: {env['device']} x{env['device_count']} ({env['backend']}), jax {env['jax']}")
         if suite == "train":
-            rows = bench_train(fv.backbone, fv.image_size, fv.batch or 2, fv.repeats, fv.dtype)
+            rows = bench_train(fv.backbone, image_size, fv.batch or 2, fv.repeats, fv.dtype)
         elif suite == "pipeline":
             source_size = tuple(int(x) for x in fv.source_size.split("x")) if fv.source_size else None
             workers = [int(w) for w in fv.workers.split(",") if w.strip()]
             rows = bench_pipeline(
-                fv.image_size, fv.base_size, fv.batch or 8, fv.repeats, workers, source_size, fv.coco_sample
+                image_size[0], fv.base_size, fv.batch or 8, fv.repeats, workers, source_size, fv.coco_sample
             )
         elif suite == "scaling":
             rows = bench_scaling(fv.repeats)

@@ -1,6 +1,7 @@
 """notebooks/demo.ipynb runs top to bottom (smoke setting, no network), so it cannot rot."""
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -35,6 +36,7 @@ def test_cells_are_plain_python_outputs_stripped_and_the_install_guarded():
 def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("PCV_NOTEBOOK_SMOKE", "1")
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # the notebook's work dir: removed with tmp_path
     ns = {"__name__": "__main__"}
     for i, source in enumerate(code_cells()):
         try:
@@ -50,3 +52,4 @@ def test_notebook_runs_top_to_bottom(tmp_path, monkeypatch):
     np.testing.assert_allclose(np.asarray(ns["heat"])[0, :h, :w], ns["prediction"].heatmap, rtol=1e-5, atol=1e-5)
     assert ns["grad"].shape == ns["logits"]["votes"].shape
     assert ns["prediction"].ids.shape == ns["example"]["image"].shape[:2]
+    assert str(ns["WORKDIR"]).startswith(str(tmp_path))
