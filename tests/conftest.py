@@ -52,7 +52,8 @@ def smoke_workdir(tmp_path_factory):
 # allows (``-m floors``): the ones that lean on each dependency's API (jax and
 # flax: the voting core and a training run; optax and orbax: resume; grain:
 # the pipeline's workers and saved position; tensorboardX and tensorboard:
-# event files; safetensors; ml_collections: configs), kept to about a minute.
+# event files; safetensors; ml_collections: configs; tensorflow-datasets: prepare),
+# kept to about a minute.
 FLOORS_MODULES = {"test_grid.py", "test_aggregation.py", "test_backprojection.py", "test_structure.py"}
 FLOORS_TESTS = {
     "test_smoke_run_writes_results_and_learns",
@@ -62,6 +63,7 @@ FLOORS_TESTS = {
     "test_safetensors_round_trip",
     "test_build_model_loads_config_model_pretrained_into_pcvnet",
     "test_every_field_has_a_default_and_a_comment",
+    "test_prepare_custom_and_read_back",
 }
 
 
