@@ -5,6 +5,7 @@ r"""Score a trained checkpoint: ``python -m pcv.evaluate --workdir=...``.
     python -m pcv.evaluate --workdir=gs://bucket/run --config.inference.threshold=2.0
     python -m pcv.evaluate --workdir=... --out_dir=/tmp/eval --num_images=100
     python -m pcv.evaluate --workdir=... --report=8      # + report.json and worst.png: where it fails
+    python -m pcv.evaluate --workdir=... --calibrate     # choose the post-processing first (pcv.calibration)
 
 It restores the checkpoint, predicts every image of the split (sharded over
 the devices and hosts), writes the predictions as COCO panoptic files to
@@ -43,6 +44,13 @@ def main(argv=None) -> int:
     flags.DEFINE_bool("flip", False, "Horizontal-flip test-time augmentation.", flag_values=fv)
     flags.DEFINE_integer("num_images", None, "Evaluate only the first N images.", flag_values=fv)
     flags.DEFINE_integer("workers", None, "Scoring processes (default: by set size; 0 = in-process).", flag_values=fv)
+    flags.DEFINE_bool(
+        "calibrate",
+        False,
+        "First choose threshold, top_t and min_stuff_area by PQ on the calibration split, store them "
+        "(calibration.json), then evaluate with them.",
+        flag_values=fv,
+    )
     flags.DEFINE_integer(
         "report",
         0,
@@ -73,6 +81,7 @@ def main(argv=None) -> int:
             num_workers=fv.workers,
             calibrated=fv.calibrated,
             report=fv.report,
+            calibrate=fv.calibrate,
         )
         return 0
 

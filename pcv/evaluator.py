@@ -245,6 +245,7 @@ def evaluate_workdir(
     overrides: dict | None = None,
     num_workers: int | None = None,
     calibrated: bool = True,
+    calibrate: bool = False,
     report: int = 0,
     progress: bool = True,
     log=print,
@@ -263,6 +264,8 @@ def evaluate_workdir(
         ``data.*``, ``inference.*``, ``eval_batch_size``, ``num_devices``).
       num_workers: processes scoring the files (:func:`pcv.evaluation.pq_compute`).
       calibrated: use the work dir's calibrated post-processing when present.
+      calibrate: first choose the post-processing on the calibration split
+        (:mod:`pcv.calibration`), write ``calibration.json``, then evaluate with it.
       report: > 0: also write the per-image report (:func:`write_report`)
         with a picture sheet of the ``report`` worst images.
       progress, log: progress bar and where the table goes.
@@ -297,19 +300,36 @@ def evaluate_workdir(
     devices = jax.devices()[: config.num_devices or None]
     mesh = Mesh(np.array(devices), ("data",))
     predictor = Predictor.from_workdir(
-        wd, step, config=config, inference=inference, calibrated=calibrated, flip=flip, mesh=mesh
+        wd, step, config=config, inference=inference, calibrated=calibrated and not calibrate, flip=flip, mesh=mesh
     )
-    dataset = make_datasets(config.data, config.seed).get(split)
+    splits = make_datasets(config.data, config.seed)
+    dataset = splits.get(split)
+    batch = config.eval_batch_size or config.batch_size
+    batch = -(-batch // len(devices)) * len(devices)
+    if calibrate:
+        from pcv import calibration
+
+        if splits.calibration is None:
+            raise ConfigError(
+                "--calibrate needs held-out images: train with --config.data.calibration_images=N (the last N "
+                "training images are then never trained on), or pass it here to use them anyway"
+            )
+        if split == "calibration":
+            raise ConfigError("--calibrate chooses settings on the calibration split; report another (--split=val)")
+        if wd.read_config().data.calibration_images == 0:
+            log("note: the run held no images out (its data.calibration_images is 0): it may have trained on these")
+        record = calibration.calibrate(predictor, splits.calibration, batch_size=batch, progress=progress, log=log)
+        calibration.write(wd.path, record)
+        predictor = predictor.replace(inference=dataclasses.replace(predictor.inference, **record["chosen"]))
     if dataset.label_space != predictor.label_space:
         raise ConfigError(
             f"the {split} split's categories differ from the model's ({wd.path / 'categories.json'}); "
             "evaluate on the dataset the model was trained for"
         )
     out = out_dir or wd.path / EVAL / f"{split}_step{predictor.step}{'_flip' if flip else ''}"
-    batch = config.eval_batch_size or config.batch_size
     evaluator = Evaluator(
         dataset,
-        batch_size=-(-batch // len(devices)) * len(devices),
+        batch_size=batch,
         num_images=num_images,
         out_dir=out,
         split=split,

@@ -163,7 +163,9 @@ def peak_regions(heat, threshold: float, max_instances: int):
 # ----------------------------------------------------------------------------
 
 
-def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, config: InferenceConfig, out_hw):
+def _infer_one(
+    sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, config: InferenceConfig, out_hw, dynamic
+):
     h, w, c = sem_logits.shape
     k = grid.num_bins
     n = config.max_instances
@@ -186,7 +188,8 @@ def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, 
     heat = heatmap(probs[None], grid, config.method)[0]
 
     # 3. Peak regions.
-    regions = peak_regions(heat, config.threshold, n)
+    threshold = config.threshold if dynamic is None else dynamic["threshold"]
+    regions = peak_regions(heat, threshold, n)
     valid = regions["valid"]
 
     # 4. Backprojection with the top-T bins of voting pixels.
@@ -242,7 +245,8 @@ def _infer_one(sem_logits, vote_logits, grid: VoteGrid, thing_mask: np.ndarray, 
     is_stuff = ~owned & stuff_mask[sem_label]
     stuff_area = jnp.zeros(c + 1, jnp.int32).at[jnp.where(is_stuff, sem_label, c)].add(1)[:c]
     area_scale = (out_hw[0] * out_hw[1]) / (h * w)
-    stuff_ok = (stuff_area * area_scale >= config.min_stuff_area) & (stuff_area > 0)
+    min_stuff_area = config.min_stuff_area if dynamic is None else dynamic["min_stuff_area"]
+    stuff_ok = (stuff_area * area_scale >= min_stuff_area) & (stuff_area > 0)
     is_stuff = is_stuff & stuff_ok[sem_label]
     semantic = jnp.where(owned, inst_class[jnp.maximum(instance, 0)], jnp.where(is_stuff, sem_label, VOID))
     instance_map = jnp.where(owned, instance + 1, 0)
@@ -268,6 +272,9 @@ def panoptic_inference(
     thing_mask: Sequence[bool],
     config: InferenceConfig = InferenceConfig(),
     output_size: tuple[int, int] | None = None,
+    *,
+    threshold=None,
+    min_stuff_area=None,
 ):
     """Logits -> panoptic prediction, on device (jit-able, static shapes).
 
@@ -279,6 +286,10 @@ def panoptic_inference(
       config: post-processing settings (static).
       output_size: ``(H_out, W_out)`` of the returned maps (the input image
         size); default the heads' map size.
+      threshold, min_stuff_area: replace the config's values with scalars
+        that may be traced (calibration maps one compiled program over many
+        settings with ``jax.vmap``); the same answers as the config's (in
+        another compiled program the heatmap may differ by float rounding).
     Returns:
       dict of arrays (with the leading B when given):
       ``semantic`` int32 ``[H_out, W_out]`` train id, -1 void;
@@ -308,13 +319,19 @@ def panoptic_inference(
         raise ValueError("thing_mask marks no thing class; PCV needs at least one")
     h, w = sem_logits.shape[-3:-1]
     out_hw = tuple(output_size) if output_size is not None else (h, w)
-    return _infer(sem_logits, vote_logits, grid, tuple(bool(t) for t in thing_mask), config, out_hw)
+    dynamic = None
+    if threshold is not None or min_stuff_area is not None:
+        dynamic = {
+            "threshold": jnp.asarray(config.threshold if threshold is None else threshold, jnp.float32),
+            "min_stuff_area": jnp.asarray(config.min_stuff_area if min_stuff_area is None else min_stuff_area),
+        }
+    return _infer(sem_logits, vote_logits, dynamic, grid, tuple(bool(t) for t in thing_mask), config, out_hw)
 
 
-@partial(jax.jit, static_argnums=(2, 3, 4, 5))
-def _infer(sem_logits, vote_logits, grid, thing_mask, config, out_hw):
+@partial(jax.jit, static_argnums=(3, 4, 5, 6))
+def _infer(sem_logits, vote_logits, dynamic, grid, thing_mask, config, out_hw):
     # Jitted even when called eagerly; under an outer jit this simply inlines.
-    fn = lambda s, v: _infer_one(s, v, grid, np.asarray(thing_mask), config, out_hw)  # noqa: E731
+    fn = lambda s, v: _infer_one(s, v, grid, np.asarray(thing_mask), config, out_hw, dynamic)  # noqa: E731
     if sem_logits.ndim == 4:
         fn = jax.vmap(fn)
     return fn(sem_logits, vote_logits)

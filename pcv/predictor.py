@@ -166,7 +166,7 @@ class Predictor:
             return jax.device_put(images, self._data)
         return jax.make_array_from_process_local_data(self._data, images)
 
-    def _local(self, tree):
+    def to_host(self, tree):
         if self.mesh is None or jax.process_count() == 1:
             return jax.device_get(tree)
         from jax.experimental import multihost_utils
@@ -194,7 +194,7 @@ class Predictor:
             if inference is None or inference == self.inference
             else _post_fn(self.grid, tuple(bool(t) for t in self.label_space.thing_mask), inference, self._data)
         )
-        return self._local(post(logits["semantic"], logits["votes"], out_hw))
+        return self.to_host(post(logits["semantic"], logits["votes"], out_hw))
 
     def run_padded(self, images: np.ndarray) -> dict:
         """Padded uint8 images ``[B, Hp, Wp, 3]`` (this host's part of a global batch) -> numpy results.

@@ -22,6 +22,7 @@ relaunch the same command; 130 interrupted (Ctrl-C).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -33,8 +34,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from pcv import calibration, distributed, finetune, losses, metrics_writer, viz
 from pcv import config as config_lib
-from pcv import distributed, finetune, losses, metrics_writer, viz
 from pcv.config import Config
 from pcv.data import make_datasets, normalize_images, pipeline
 from pcv.data.transforms import EvalGeometry
@@ -373,9 +374,21 @@ def _run(config: Config, wd: Workdir, log, main: bool, *, stop_at, allow_config_
 
         # --- Final evaluation; results.json last: its existence means complete ---------
         final_step = int(jax.device_get(state.step))
+        summary = {"step": final_step, "train_loss": last_loss}
+        if splits.calibration is not None:  # choose the post-processing on the held-out images first
+            record = calibration.calibrate(
+                predictor.replace(model_state=state.model_state, step=final_step),
+                splits.calibration,
+                batch_size=eval_batch_size(config, len(devices)),
+                progress=main,
+                log=log,
+            )
+            calibration.write(wd.path, record)
+            predictor = predictor.replace(inference=dataclasses.replace(config.inference, **record["chosen"]))
+            summary["calibration"] = {k: record[k] for k in ("chosen", "before", "after")}
         eval_result = run_eval(final_step)
         # What results.json holds, exactly (JSON keys are strings; no NaN).
-        results = json.loads(json_text({"step": final_step, "train_loss": last_loss, "eval": eval_result}))
+        results = json.loads(json_text({**summary, "eval": eval_result}))
         if main:
             panel = viz.validation_panel(evaluator.shown, labels)
             writer.write_images(final_step, {"val/panel": panel})

@@ -1,0 +1,162 @@
+"""Calibrated post-processing: the peak threshold, ``top_t`` and minimum stuff area chosen by PQ on held-out images.
+
+    python -m pcv.evaluate --workdir=runs/mine --calibrate        # the calibration split, then val
+    python -m pcv.train ... --config.data.calibration_images=64   # hold them out; calibrated at the end
+
+The images come from the ``calibration`` split: the last
+``config.data.calibration_images`` images of the training split, which the
+run did not train on, so the split a model is reported on is never the one
+its settings were chosen on. The network runs once per image; only the
+post-processing runs per setting: for each ``top_t`` one compiled program
+maps every (threshold, minimum stuff area) pair over the batch's logits
+(:func:`pcv.inference.panoptic_inference` takes both as traced values).
+
+The choice is the highest PQ (All); on a tie, the setting closest to the
+run's own. It is written to the work dir's ``calibration.json`` (the
+choice, PQ before and after, every setting's PQ), which
+:meth:`pcv.Predictor.from_workdir` and so ``pcv.evaluate``, ``pcv.predict``
+and ``pcv.export`` then use (``--calibrated=false`` ignores it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+
+import jax
+import numpy as np
+
+from pcv import distributed
+from pcv.config import InferenceConfig
+from pcv.data.pipeline import eval_batches
+from pcv.evaluation.pq import PQStat, pq_image_stats
+from pcv.inference import panoptic_inference
+from pcv.metrics_writer import ProgressBar
+
+#: The settings tried, besides the run's own.
+THRESHOLDS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+TOP_T = (1, 2, 3)
+MIN_STUFF_AREAS = (0, 64, 256, 1024, 4096)
+
+
+def candidates(current: InferenceConfig) -> list[InferenceConfig]:
+    """Every combination of the lists above and the run's own values."""
+    thresholds = sorted(set(THRESHOLDS) | {current.threshold})
+    tops = sorted(set(TOP_T) | {current.top_t})
+    areas = sorted(set(MIN_STUFF_AREAS) | {current.min_stuff_area})
+    return [
+        dataclasses.replace(current, threshold=float(t), top_t=int(k), min_stuff_area=int(a))
+        for k, t, a in itertools.product(tops, thresholds, areas)
+    ]
+
+
+@functools.lru_cache(maxsize=8)
+def _post_many(grid, thing_mask: tuple, config: InferenceConfig, out_hw: tuple):
+    """One program: a batch's logits -> results for every (threshold, area) pair, ``[B, S, ...]``."""
+
+    def run(semantic, votes, thresholds, areas):
+        def one(t, a):
+            return panoptic_inference(
+                semantic, votes, grid, thing_mask, config, output_size=out_hw, threshold=t, min_stuff_area=a
+            )
+
+        return jax.vmap(one, out_axes=1)(thresholds, areas)  # [B, S, ...]: the batch stays the sharded axis
+
+    return jax.jit(run)
+
+
+def _closeness(setting: InferenceConfig, current: InferenceConfig) -> tuple:
+    return (
+        abs(np.log(max(setting.threshold, 1e-6) / max(current.threshold, 1e-6))),
+        abs(setting.top_t - current.top_t),
+        abs(np.log1p(setting.min_stuff_area) - np.log1p(current.min_stuff_area)),
+    )
+
+
+def calibrate(predictor, dataset, *, batch_size: int, num_images: int | None = None, progress=True, log=print):
+    """PQ of every candidate setting on ``dataset``; returns the record ``calibration.json`` holds (module docstring).
+
+    ``predictor``: a :class:`pcv.Predictor` (its settings are "before").
+    """
+    current = predictor.inference
+    settings = candidates(current)
+    labels = dataset.categories
+    category_ids = [int(c["id"]) for c in labels]
+    thing_mask = tuple(bool(t) for t in predictor.label_space.thing_mask)
+    stats = [PQStat() for _ in settings]
+    groups: dict[int, list[int]] = {}
+    for i, s in enumerate(settings):
+        groups.setdefault(s.top_t, []).append(i)
+    count = len(dataset) if num_images is None else min(num_images, len(dataset))
+    hosts = distributed.process_count()
+    bar = ProgressBar(count, "calibrate", enabled=progress and distributed.is_main())
+    for batch in eval_batches(
+        dataset,
+        predictor.geometry,
+        batch_size=batch_size,
+        num_images=count,
+        process_index=distributed.process_index(),
+        process_count=hosts,
+    ):
+        logits = predictor.logits(batch["images"])  # the network, once
+        out_hw = tuple(np.shape(batch["images"])[1:3])
+        for top_t, members in groups.items():
+            config = dataclasses.replace(current, top_t=top_t)
+            post = _post_many(predictor.grid, thing_mask, config, out_hw)
+            thresholds = np.array([settings[i].threshold for i in members], np.float32)
+            areas = np.array([settings[i].min_stuff_area for i in members], np.int32)
+            raw = predictor.to_host(post(logits["semantic"], logits["votes"], thresholds, areas))
+            for j in range(len(batch["valid"])):
+                if not batch["valid"][j]:
+                    continue
+                example = batch["examples"][j]
+                for m, i in enumerate(members):
+                    prediction = predictor.to_prediction({k: v[j, m] for k, v in raw.items()}, batch["meta"][j])
+                    stats[i] += pq_image_stats(
+                        example["segment_ids"],
+                        example["segments_info"],
+                        prediction.ids,
+                        prediction.segments_info,
+                        labels,
+                    )
+        bar.update(int(np.sum(batch["valid"])) * hosts)
+    bar.close()
+    rows = []
+    for setting, stat in zip(settings, stats):
+        total = PQStat.from_array(distributed.sum_across_hosts(stat.to_array(category_ids)), category_ids)
+        result = total.results(labels)
+        rows.append({"setting": _fields(setting), "pq": result["All"]["pq"], "results": result})
+    before = next(r for r, s in zip(rows, settings) if s == current)
+    best = max(range(len(rows)), key=lambda i: (rows[i]["pq"], tuple(-x for x in _closeness(settings[i], current))))
+    chosen = rows[best]
+    record = {
+        "chosen": chosen["setting"],
+        "before": {"setting": before["setting"], **{g: before["results"][g] for g in ("All", "Things", "Stuff")}},
+        "after": {"setting": chosen["setting"], **{g: chosen["results"][g] for g in ("All", "Things", "Stuff")}},
+        "split": getattr(dataset, "split", "calibration"),
+        "num_images": count,
+        "step": predictor.step,
+        "tried": [{**r["setting"], "pq": r["pq"]} for r in rows],
+    }
+    log(
+        f"calibrated on {count} {record['split']} images: PQ {100 * before['pq']:.1f} with "
+        f"{_describe(before['setting'])} -> {100 * chosen['pq']:.1f} with {_describe(chosen['setting'])}"
+    )
+    return record
+
+
+def write(workdir, record: dict) -> None:
+    """``calibration.json`` in the work dir (process 0)."""
+    from pcv.workdir import CALIBRATION, as_path, write_json
+
+    if distributed.is_main():
+        write_json(as_path(workdir) / CALIBRATION, record, indent=1)
+
+
+def _fields(setting: InferenceConfig) -> dict:
+    return {"threshold": setting.threshold, "top_t": setting.top_t, "min_stuff_area": setting.min_stuff_area}
+
+
+def _describe(fields: dict) -> str:
+    return ", ".join(f"{k} {v}" for k, v in fields.items())
