@@ -113,15 +113,19 @@ class Transfer:
         step = f" step {source.step}" if source.step is not None else ""
         out = [f"init_from {source.description}{step}: copied {len(self.copied)} of {total} variables"]
         mapped = len(self.mapped)
-        if mapped == num_classes and all(a == b for a, b in self.mapped):
+        dropped = [n for n in source.class_names if n not in {b for _, b in self.mapped}]
+        if mapped == num_classes and not dropped and [a for a, _ in self.mapped] == list(source.class_names):
             out.append(f"  semantic head: all {num_classes} classes, the same names")
         else:
             names = ", ".join(a for a, _ in self.mapped[:8]) + (" ..." if mapped > 8 else "")
-            out.append(
-                f"  semantic head: {mapped} of {num_classes} classes mapped by name"
-                + (f" ({names})" if mapped else "")
-                + f", {len(self.unmatched_classes)} re-initialised"
+            line = f"  semantic head: {mapped} of {num_classes} classes mapped by name" + (
+                f" ({names})" if mapped else ""
             )
+            line += f", {len(self.unmatched_classes)} re-initialised"
+            if dropped:
+                shown = ", ".join(dropped[:5]) + (" ..." if len(dropped) > 5 else "")
+                line += f"; the source's {shown} not in this label space"
+            out.append(line)
         for name, why in self.reinitialised:
             out.append(f"  re-initialised {name}: {why}")
         if self.unused:

@@ -59,7 +59,7 @@ def test_onto_the_demo_with_classes_removed_and_added(smoke_workdir, source):
     lines = record.lines(source, labels.num_classes)
     assert lines[0] == f"init_from work dir {smoke_workdir} step 4: copied {len(names)} of {len(names)} variables"
     assert lines[1].startswith("  semantic head: 5 of 6 classes mapped by name (disc, triangle, ring,")
-    assert lines[1].endswith(", 1 re-initialised")
+    assert lines[1].endswith(", 1 re-initialised; the source's square, stripes not in this label space")
 
 
 def test_an_exported_bundle_and_another_grid(smoke_workdir, source, tmp_path):
@@ -109,7 +109,10 @@ def test_fine_tune_the_demo_model_on_the_coco_sample(smoke_workdir, tmp_path, ca
     start = lines.index(next(line for line in lines if line.startswith("init_from")))
     assert lines[start] == f"init_from work dir {smoke_workdir} step 2: copied 137 of 139 variables"
     # No COCO class is called like a demo class ("grass" is "grass-merged" there).
-    assert lines[start + 1] == "  semantic head: 0 of 133 classes mapped by name, 133 re-initialised"
+    assert lines[start + 1] == (
+        "  semantic head: 0 of 133 classes mapped by name, 133 re-initialised; "
+        "the source's disc, square, triangle, ring, grass ... not in this label space"
+    )
     assert lines[start + 2].startswith("  re-initialised params.semantic_head.bias: no class of the same name")
     assert results["step"] == 3 and Workdir(tmp_path / "run").read_label_space().num_classes == 133
     # A restart resumes from the run's own checkpoint and does not read init_from again
