@@ -27,7 +27,14 @@ why (``--on_error=skip``; the default stops at the first bad file, naming it
 and the segment), and the output directory, e.g.::
 
     val: 5000 examples, 0 skipped
+    val: 5000 images, 480x640 median (shorter side 200-640)
+      instances: 36335 (6.0 per image median, 48 images without); extent 9 / 50 / 291 px ...
+      stuff: ...; crowd ...; void ...
     prepared: /home/me/pcv_data/pcv_panoptic/coco/1.0.0
+
+and keeps the dataset's statistics beside it (:mod:`pcv.data.stats`);
+``python -m pcv.prepare --stats=<that directory>`` prints them again, class
+by class.
 
 Train on it with ``config.data.name = "panoptic"`` and
 ``config.data.data_dir`` = that directory (see :func:`pcv.data.make_datasets`).
@@ -90,6 +97,9 @@ def define_flags(fv) -> None:
         flag_values=fv,
     )
     flags.DEFINE_bool("overwrite", False, "Rebuild an already prepared dataset.", flag_values=fv)
+    flags.DEFINE_string(
+        "stats", None, "Print the statistics of a prepared dataset (its folder) and exit.", flag_values=fv
+    )
     for split in CUSTOM_SPLITS:
         flags.DEFINE_string(f"{split}_json", None, f"custom: {split} annotations JSON.", flag_values=fv)
         flags.DEFINE_string(f"{split}_png_dir", None, f"custom: {split} panoptic PNG folder.", flag_values=fv)
@@ -101,6 +111,13 @@ def main(argv=None) -> int:
     define_flags(fv)
 
     def program(args, overrides):
+        if fv.stats:
+            from pcv.data.stats import summary_lines
+            from pcv.data.tfds_panoptic import read_stats
+
+            for split, stats in read_stats(fv.stats).items():
+                print("\n".join(summary_lines(split, stats, per_class=True)))
+            return 0
         if not fv.dataset or not fv.data_dir:
             raise ConfigError("--dataset (coco, cityscapes or custom) and --data_dir are required")
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -111,10 +128,14 @@ def main(argv=None) -> int:
         tfds.disable_progress_bar()  # our summary says what was written; errors stay one line
         name, sources = build_sources(fv)
         report = prepare_panoptic(name, sources, fv.data_dir, overwrite=fv.overwrite)
+        from pcv.data.stats import summary_lines
+
         for split, info in report["splits"].items():
             print(f"{split}: {info['examples']} examples, {len(info['skipped'])} skipped")
             for s in info["skipped"]:
                 print(f"  skipped {s['file']}: {s['reason']}")
+        for split, info in report["splits"].items():
+            print("\n".join(summary_lines(split, info["stats"])))
         print(f"prepared: {report['path']}")
         return 0
 

@@ -10,7 +10,7 @@ import pytest
 from pcv.config import DataConfig
 from pcv.data import make_datasets
 from pcv.data.coco_panoptic import PanopticDataError, custom
-from pcv.data.tfds_panoptic import PreparedPanoptic, find_prepared, prepare_panoptic
+from pcv.data.tfds_panoptic import PreparedPanoptic, find_prepared, prepare_panoptic, read_stats
 from pcv.errors import ConfigError
 from pcv.prepare import main
 
@@ -70,6 +70,25 @@ def test_prepare_custom_and_read_back(tmp_path, capsys):
     assert main(["--dataset=custom", "--name=sample", f"--data_dir={tmp_path}"] + sample_args()) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--overwrite" in err and err.count("\n") == 1
+    # The dataset's statistics, kept beside it, against the annotations counted here.
+    stats = read_stats(path)["val"]
+    things = {c["id"] for c in gt["categories"] if c["isthing"]}
+    segs = [(a, s) for a in gt["annotations"] for s in a["segments_info"]]
+    instances = [s for _, s in segs if s["category_id"] in things and not s.get("iscrowd")]
+    crowd = [s for _, s in segs if s["category_id"] in things and s.get("iscrowd")]
+    images = {im["id"]: im for im in gt["images"]}
+    assert stats["images"] == 2 and stats["instances"]["count"] == len(instances) and crowd
+    assert stats["crowd"]["segments"] == len(crowd)
+    assert stats["crowd"]["share_of_things"] == round(len(crowd) / (len(crowd) + len(instances)), 4)
+    assert stats["instances"]["extent"]["p100"] == max(max(s["bbox"][2:]) for s in instances)
+    assert stats["stuff"]["regions"] == sum(s["category_id"] not in things for _, s in segs)
+    pixels = sum(im["height"] * im["width"] for im in images.values())
+    assert stats["void_pixel_share"] == round(1 - sum(s["area"] for _, s in segs) / pixels, 4)
+    person = stats["per_class"]["person"]
+    assert person["segments"] == sum(s["category_id"] == 1 for _, s in segs) and person["isthing"]
+    assert main([f"--stats={path}"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].startswith("val: 2 images, ") and any(line.strip().startswith("person ") for line in printed)
 
 
 def test_prepare_coco_zips_and_make_datasets(tmp_path, capsys):

@@ -10,6 +10,7 @@ Layout of a prepared dataset (``prepare_panoptic`` returns the path)::
         dataset_info.json, features.json                   tfds metadata
         metadata.json                                      tfds metadata: the categories
         categories.json                                    categories + train-id mapping
+        stats.json                                         dataset statistics (pcv.data.stats)
         skipped.json                                       per split: skipped files and why
 
 One stored example (the files are kept as they were, not re-encoded, and are
@@ -55,6 +56,7 @@ import tensorflow_datasets as tfds
 
 from pcv.data.coco_panoptic import COCOPanoptic, PanopticDataError, check_categories, decode_record
 from pcv.data.panoptic import LabelSpace, PanopticSource
+from pcv.data.stats import DatasetStats
 from pcv.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -62,6 +64,7 @@ log = logging.getLogger(__name__)
 BUILDER_NAME = "pcv_panoptic"
 CATEGORIES_FILE = "categories.json"
 SKIPPED_FILE = "skipped.json"
+STATS_FILE = "stats.json"
 
 
 def _features() -> tfds.features.FeaturesDict:
@@ -111,6 +114,7 @@ class PcvPanoptic(tfds.core.GeneratorBasedBuilder):
     def __init__(self, *, name: str, sources: Mapping[str, COCOPanoptic], categories: list[dict], **kwargs):
         self._sources = dict(sources)
         self._categories = categories
+        self.stats = {split: DatasetStats(categories) for split in self._sources}
         config = tfds.core.BuilderConfig(name=name, description=f"COCO-format panoptic dataset {name!r}")
         super().__init__(config=config, file_format="array_record", **kwargs)
 
@@ -125,10 +129,11 @@ class PcvPanoptic(tfds.core.GeneratorBasedBuilder):
         )
 
     def _split_generators(self, dl_manager):
-        return {split: self._generate_examples(source) for split, source in self._sources.items()}
+        return {split: self._generate_examples(source, self.stats[split]) for split, source in self._sources.items()}
 
-    def _generate_examples(self, source: COCOPanoptic):
+    def _generate_examples(self, source: COCOPanoptic, stats: DatasetStats):
         for index, record in source.iter_records():
+            stats.add(record["height"], record["width"], record["segments_info"])
             yield index, _encode(record)
 
 
@@ -220,10 +225,23 @@ def prepare_panoptic(
     skipped = {split: list(source.skipped) for split, source in sources.items()}
     with open(path / SKIPPED_FILE, "w") as f:
         json.dump(skipped, f, indent=1)
+    stats = {split: builder.stats[split].result() for split in sources}
+    with open(path / STATS_FILE, "w") as f:
+        json.dump(stats, f, indent=1)
     splits = {
-        split: {"examples": builder.info.splits[split].num_examples, "skipped": skipped[split]} for split in sources
+        split: {"examples": builder.info.splits[split].num_examples, "skipped": skipped[split], "stats": stats[split]}
+        for split in sources
     }
     return {"path": str(path), "splits": splits}
+
+
+def read_stats(path: str | os.PathLike) -> dict:
+    """The ``stats.json`` of a prepared dataset (:mod:`pcv.data.stats`), by its folder."""
+    folder = find_prepared(path)
+    file = folder / STATS_FILE
+    if not file.exists():
+        raise PanopticDataError(f"{file} not found: {folder} was prepared by an older pcv; prepare it again")
+    return json.loads(file.read_text())
 
 
 def _reasons(skipped: list[dict], limit: int = 3) -> str:
