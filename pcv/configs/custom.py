@@ -16,13 +16,20 @@ Recipe (from raw files to PQ):
 
    It prints the example counts and the path,
    ``~/pcv_data/pcv_panoptic/mydata/1.0.0``.
-3. Train and evaluate::
+3. Train and evaluate; the data path is the only setting needed::
 
        python -m pcv.train --config=custom:~/pcv_data/pcv_panoptic/mydata/1.0.0 --workdir=~/runs/mydata
 
-4. At the end it prints PQ on the val split (table) and writes
-   ``results.json``; ``python -m pcv.evaluate --workdir=~/runs/mydata``
-   exports COCO-format predictions with your category ids.
+   The recipe sizes itself from the statistics ``pcv.prepare`` kept
+   (:mod:`pcv.recipe`: input and crop sizes, evaluation sizes, a grid whose
+   field spans the large instances, the minimum stuff area, the model, a
+   schedule for the dataset's size, held-out calibration images) and prints
+   each choice and why. Any field can still be set, e.g.
+   ``--config.steps=5000 --config.grid='((1, 1), (3, 4))'``.
+4. At the end it calibrates the post-processing on the held-out images,
+   prints PQ on the val split (table) and writes ``results.json``;
+   ``python -m pcv.evaluate --workdir=~/runs/mydata`` exports COCO-format
+   predictions with your category ids.
 
 The variant argument is the prepared dataset's directory (or set
 ``--config.data.data_dir``); ``smoke:<dir>`` shrinks the run for tests.
@@ -40,6 +47,7 @@ def get_config(arg: str | None = None):
     c = default_config()
     c.data.name = "panoptic"
     c.data.data_dir = os.path.expanduser(data_dir) if data_dir else ""
+    # Without statistics (a dataset prepared by an older pcv): a fixed recipe for photos.
     c.data.image_size = (512, 512)
     c.data.scale_range = (0.5, 2.0)
     c.data.base_size = 512
@@ -54,6 +62,24 @@ def get_config(arg: str | None = None):
     c.inference.min_stuff_area = 1024
     c.eval_every = 5000
     c.checkpoint_every = 1000
+    if data_dir:
+        _size_from_statistics(c, c.data.data_dir)
     if variant == "smoke":
         smoke(c)
     return c
+
+
+def _size_from_statistics(c, data_dir: str) -> None:
+    from pcv import recipe
+    from pcv.data.coco_panoptic import PanopticDataError
+    from pcv.data.tfds_panoptic import read_stats
+
+    try:
+        stats = read_stats(data_dir)
+    except (PanopticDataError, OSError, ValueError) as e:
+        print(f"custom recipe: no statistics ({e}); the fixed recipe for photos")
+        return
+    split = c.data.train_split if c.data.train_split in stats else next(iter(stats))
+    choices = recipe.choose(stats[split])
+    recipe.apply(c, choices)
+    print("\n".join(recipe.describe(choices, f"{data_dir} ({split} split)")))
