@@ -18,7 +18,7 @@ it sets, each with the reason, which the trainer prints:
 - **model**: the small backbone up to a 256 px shorter side (and no input
   worker processes: such images decode fast in threads), ResNet-50-FPN
   above (give it ``--config.model.pretrained``);
-- **schedule**: about 24 passes over the training images at batch 16
+- **schedule**: about 16 passes over the training images at batch 16
   (1,000 to 20,000 steps), warmup a tenth, evaluation at the end,
   checkpoints every quarter;
 - **calibration**: 5 % of the training images held out (16 to 200; none
@@ -46,7 +46,7 @@ GRIDS = (
 MAX_SHORT_SIDE = 800
 MAX_CROP = 512
 BATCH = 16
-PASSES = 24
+PASSES = 16
 
 
 def choose(stats: Mapping) -> list[tuple[str, object, str]]:
