@@ -34,8 +34,9 @@ import jax
 import numpy as np
 
 from pcv import portable
-from pcv.errors import ConfigError, ExportError
+from pcv.errors import ConfigError
 from pcv.state import named_leaves
+from pcv.workdir import CONFIG, Workdir, as_path
 
 #: The semantic head's variables: their last axis is the class.
 SEMANTIC_HEAD = "params.semantic_head."
@@ -61,39 +62,25 @@ def parse(spec: str) -> tuple[str, int | None]:
 
 def read_source(spec: str) -> Source:
     """The model ``init_from`` names: a bundle folder (``bundle.json``) or a trained work dir."""
-    from pcv.workdir import as_path
-
     path_text, step = parse(spec)
     path = as_path(path_text)
     if (path / portable.MANIFEST).exists():
         if str(path).startswith("gs://"):
             raise ConfigError(f"init_from={spec}: exported models are read from a local folder")
-        model = portable.read_manifest(Path(str(path)))
-        if step is not None and step != model.get("step"):
-            raise ConfigError(f"init_from={spec}: the bundle holds step {model.get('step')}, not {step}")
-        weights_file = Path(str(path)) / portable.WEIGHTS
-        if portable.sha256(weights_file) != model["files"].get(portable.WEIGHTS):
-            raise ExportError(f"{weights_file}: does not match {portable.MANIFEST} (SHA-256 differs)")
-        weights = portable.read_safetensors(weights_file)
-        names = tuple(model["labels"]["names"])
-        return Source(f"exported model {path}", model.get("step"), weights, names)
-    if not (path / "config.json").exists():
+        manifest, weights = portable.read_weights(Path(str(path)))
+        if step is not None and step != manifest.get("step"):
+            raise ConfigError(f"init_from={spec}: the bundle holds step {manifest.get('step')}, not {step}")
+        names = tuple(manifest["labels"]["names"])
+        return Source(f"exported model {path}", manifest.get("step"), weights, names)
+    wd = Workdir(path)
+    if not wd.has_config():
         raise ConfigError(
-            f"init_from={spec}: {path} is neither a trained work dir (config.json) nor an exported model "
+            f"init_from={spec}: {path} is neither a trained work dir ({CONFIG}) nor an exported model "
             f"({portable.MANIFEST})"
         )
-    from jax.sharding import SingleDeviceSharding
+    from pcv.predictor import restore_model
 
-    from pcv import state as state_lib
-    from pcv.voting import VoteGrid
-    from pcv.workdir import Workdir
-
-    wd = Workdir(path)
-    config, labels = wd.read_config(), wd.read_label_space()
-    _, abstract = state_lib.abstract_model(config.model, labels.num_classes, VoteGrid(config.grid))
-    sharding = SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
-    step, model_state = wd.restore_model_state(abstract, step)
+    _, labels, _, step, model_state = restore_model(wd, step)
     names, leaves, _ = named_leaves(jax.device_get(model_state))
     return Source(f"work dir {path}", step, dict(zip(names, map(np.asarray, leaves))), tuple(labels.names))
 
@@ -141,8 +128,13 @@ def transfer(model_state, source: Source, class_names: Sequence[str]) -> tuple[d
     names, leaves, treedef = named_leaves(jax.device_get(model_state))
     source_index = {n: i for i, n in enumerate(source.class_names)}
     rows = [(t, source_index[n]) for t, n in enumerate(class_names) if n in source_index]
-    record = Transfer([], [], [(class_names[t], source.class_names[s]) for t, s in rows], [], [])
-    record.unmatched_classes = [n for n in class_names if n not in source_index]
+    record = Transfer(
+        copied=[],
+        reinitialised=[],
+        mapped=[(class_names[t], source.class_names[s]) for t, s in rows],
+        unmatched_classes=[n for n in class_names if n not in source_index],
+        unused=[],
+    )
     out, used = [], set()
     for name, leaf in zip(names, leaves):
         leaf = np.asarray(leaf)

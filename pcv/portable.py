@@ -368,20 +368,11 @@ class ExportedModel:
         import jax
 
         self.folder = Path(folder)
-        self.manifest = manifest = read_manifest(self.folder)
-        files = manifest["files"]
-        for key in (WEIGHTS, FORWARD, POSTPROCESS):
-            path = self.folder / key
-            if not path.is_file():
-                raise ExportError(f"{path}: missing; a bundle needs {MANIFEST}, {WEIGHTS}, {FORWARD} and {POSTPROCESS}")
-            if key not in files or sha256(path) != files[key]:
-                raise ExportError(f"{path}: does not match {MANIFEST} (SHA-256 differs); the bundle was changed")
-        tensors = read_safetensors(self.folder / WEIGHTS)
+        manifest, tensors = read_weights(self.folder)
+        self.manifest = manifest
+        _check_file(self.folder, manifest, FORWARD)
+        _check_file(self.folder, manifest, POSTPROCESS)
         names = manifest["weights"]
-        missing = [n for n in names if n not in tensors]
-        if missing or len(tensors) != len(names):
-            extra = sorted(set(tensors) - set(names))
-            raise ExportError(f"{self.folder / WEIGHTS}: tensors missing {missing[:3]} / unexpected {extra[:3]}")
         try:
             self._forward = jax.export.deserialize(bytearray((self.folder / FORWARD).read_bytes()))
             self._post = jax.export.deserialize(bytearray((self.folder / POSTPROCESS).read_bytes()))
@@ -472,6 +463,29 @@ def read_manifest(folder: Path) -> dict:
         if key not in manifest:
             raise ExportError(f"{path}: field {key!r} is missing")
     return manifest
+
+
+def _check_file(folder: Path, manifest: Mapping, name: str) -> Path:
+    """``folder / name``, present and as the manifest recorded it (SHA-256)."""
+    path = folder / name
+    if not path.is_file():
+        raise ExportError(f"{path}: missing; a bundle needs {MANIFEST}, {WEIGHTS}, {FORWARD} and {POSTPROCESS}")
+    if sha256(path) != manifest["files"].get(name):
+        raise ExportError(f"{path}: does not match {MANIFEST} (SHA-256 differs); the bundle was changed")
+    return path
+
+
+def read_weights(folder: str | os.PathLike) -> tuple[dict, dict[str, np.ndarray]]:
+    """``(manifest, {name: array})`` of a bundle, its weights checked against the manifest (names, SHA-256)."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    tensors = read_safetensors(_check_file(folder, manifest, WEIGHTS))
+    names = manifest["weights"]
+    missing = [n for n in names if n not in tensors]
+    if missing or len(tensors) != len(names):
+        extra = sorted(set(tensors) - set(names))
+        raise ExportError(f"{folder / WEIGHTS}: tensors missing {missing[:3]} / unexpected {extra[:3]}")
+    return manifest, tensors
 
 
 def load_exported(folder: str | os.PathLike) -> ExportedModel:

@@ -119,9 +119,7 @@ class Predictor:
         evaluation sizes); its model fields must be the trained ones.
         """
         wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
-        wd.require()
-        config = wd.read_config() if config is None else config
-        labels = wd.read_label_space()
+        config, labels, graphdef, step, model_state = restore_model(wd, step, config=config, mesh=mesh)
         grid = VoteGrid(config.grid)
         settings = config.inference
         if calibrated and (wd.path / CALIBRATION).exists():
@@ -131,12 +129,6 @@ class Predictor:
             settings = inference
         elif inference:
             settings = dataclasses.replace(settings, **dict(inference))
-        graphdef, abstract = state_lib.abstract_model(config.model, labels.num_classes, grid)
-        sharding = (
-            SingleDeviceSharding(jax.local_devices()[0]) if mesh is None else NamedSharding(mesh, PartitionSpec())
-        )
-        abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
-        step, model_state = wd.restore_model_state(abstract, step)
         return cls(
             graphdef,
             model_state,
@@ -245,6 +237,23 @@ class Predictor:
             f"Predictor(step={self.step}, {self.label_space.num_classes} classes, {self.grid!r}, "
             f"{self.inference}, input {self.geometry.pad_shape}, flip={self.flip})"
         )
+
+
+def restore_model(wd: Workdir, step: int | None = None, *, config=None, mesh=None):
+    """``(config, label_space, graphdef, step, model_state)`` of a work dir's checkpoint (default the newest).
+
+    ``config`` replaces the recorded one (its model fields must be the
+    trained ones); the state is replicated over ``mesh``, else on this
+    host's first device.
+    """
+    wd.require()
+    config = wd.read_config() if config is None else config
+    labels = wd.read_label_space()
+    graphdef, abstract = state_lib.abstract_model(config.model, labels.num_classes, VoteGrid(config.grid))
+    sharding = SingleDeviceSharding(jax.local_devices()[0]) if mesh is None else NamedSharding(mesh, PartitionSpec())
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
+    step, model_state = wd.restore_model_state(abstract, step)
+    return config, labels, graphdef, step, model_state
 
 
 # ----------------------------------------------------------------------------
