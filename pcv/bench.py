@@ -1,6 +1,6 @@
 """Benchmarks: ``python -m pcv.bench [voting|train|pipeline|scaling|memory] [--sizes=...] [--repeats=N]``.
 
-``scaling`` times inference and aggregation against the map size (1/4, 1
+``scaling`` times inference (masks at the map, resized) and aggregation against the map size (1/4, 1
 and 4 times COCO's pixels, K = 233) and against K (17, 89, 233, 401, 641 at
 COCO scale), each with its compiled peak memory and as a multiple of one read.
 
@@ -27,7 +27,8 @@ floor of only decoding the files on one core. Rows give images per second.
   ("shift") and the paper's ("conv") formulations;
 * backprojection of 20 peak boxes from top-1 vote bins;
 * the whole logits -> panoptic map inference (semantic + vote logits in,
-  panoptic map at 4x the size out),
+  panoptic map at 4x the size out), with masks made at the heads' map and
+  resized (the paper) and at full resolution (the default),
 
 at COCO scale (1/4 of 800 x 1344: 200 x 336) and Cityscapes scale (256 x 512)
 with the default grid (K = 233). Each time is also given as a multiple of one
@@ -135,14 +136,15 @@ def bench_voting(sizes, repeats: int) -> list[dict]:
         row("aggregate (conv, paper)", conv, (probs,), probs, repeats=max(1, repeats // 4))
         bp = jax.jit(lambda b, bx: backproject(b, bx, grid))
         row("backproject 20 boxes", bp, (vote_bins, boxes), vote_bins)
-        infer = jax.jit(
-            lambda s, v, tm=thing_mask, hw=(4 * h, 4 * w): panoptic_inference(
-                s, v, grid, tm, InferenceConfig(), output_size=hw
-            )
-        )
         # The floor of inference is one read of both logit maps.
         both = jnp.concatenate([sem.reshape(-1), votes.reshape(-1)])
-        row("inference logits -> panoptic (N=100)", infer, (sem, votes), both)
+        for label, full in (("masks at the map, resized", False), ("masks at full resolution", True)):
+            infer = jax.jit(
+                lambda s, v, tm=thing_mask, hw=(4 * h, 4 * w), full=full: panoptic_inference(
+                    s, v, grid, tm, InferenceConfig(full_resolution=full), output_size=hw
+                )
+            )
+            row(f"inference, {label}", infer, (sem, votes), both)
     return rows
 
 
@@ -195,7 +197,7 @@ def bench_scaling(
         thing_mask = tuple(i < 80 for i in range(133))
 
         def infer(s, v, grid=grid, tm=thing_mask, hw=(4 * h, 4 * w)):
-            return panoptic_inference(s, v, grid, tm, InferenceConfig(), output_size=hw)
+            return panoptic_inference(s, v, grid, tm, InferenceConfig(full_resolution=False), output_size=hw)
 
         def aggregate(p, grid=grid):
             return aggregate_votes(p, grid, method="shift")
@@ -239,11 +241,13 @@ def bench_memory(sizes, train_sizes=((512, 512), (800, 1344)), backbone: str = "
         sem, votes = synthetic_scene((h, w), num_classes, num_things, grid)
         thing_mask = tuple(i < num_things for i in range(num_classes))
 
-        def infer(s, v, tm=thing_mask, hw=(4 * h, 4 * w)):
-            return panoptic_inference(s, v, grid, tm, InferenceConfig(), output_size=hw)
+        for what, full in (("inference", False), ("inference, full resolution", True)):
 
-        rows.append({"what": "inference", "size": f"{name} {h}x{w}", **compiled_memory(infer, sem, votes)})
-        print(f"  {rows[-1]}", flush=True)
+            def infer(s, v, tm=thing_mask, hw=(4 * h, 4 * w), full=full):
+                return panoptic_inference(s, v, grid, tm, InferenceConfig(full_resolution=full), output_size=hw)
+
+            rows.append({"what": what, "size": f"{name} {h}x{w}", **compiled_memory(infer, sem, votes)})
+            print(f"  {rows[-1]}", flush=True)
     for size in train_sizes:
         per_batch = {}
         for batch in (1, 2):

@@ -190,6 +190,18 @@ def expected(error: BaseException) -> bool:
     )
 
 
+def print_help(fv: flags.FlagValues, program: Callable, takes_config: bool) -> None:
+    """The command's module docstring (its usage), then its flags."""
+    module = sys.modules.get(getattr(program, "__module__", ""), None)
+    doc = (getattr(module, "__doc__", None) or "").strip()
+    if doc:
+        print(doc, end="\n\n")
+    print("flags:")
+    print(fv.get_help(include_special_flags=False))
+    if takes_config:
+        print("\n  --config.<field>=<value>: override one config field (see pcv/config.py)")
+
+
 def run(
     fv: flags.FlagValues,
     program: Callable[[list[str], list[tuple[str, str]]], int | None],
@@ -206,6 +218,9 @@ def run(
     """
     argv = list(sys.argv) if argv is None else ["pcv", *argv]
     debug = os.environ.get("PCV_DEBUG", "") not in ("", "0")
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
+        print_help(fv, program, takes_config)
+        return 0
     try:
         if takes_config:
             argv, overrides = split_overrides(argv)

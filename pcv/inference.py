@@ -20,6 +20,17 @@ The steps (numbered alike in :func:`_infer_one`):
    segments under ``min_stuff_area`` and unclaimed thing pixels are void;
 8. the map is resized to the input size with nearest neighbour.
 
+With ``InferenceConfig.full_resolution`` steps 6 and 7 run at the output
+size instead, and nothing is resized: the heatmap, the peak regions and the
+instances' classes and scores are those of the heads' map (1-5), but every
+output pixel gets its own semantic class and vote from the bilinearly
+upsampled logits (chosen among what its four map neighbours rank first, see
+:func:`_fine_votes_and_labels`), and joins an instance by the query filter
+at its own position (:func:`pcv.voting.query_ranks`: the grid's cells moved
+to a fractional map position, i.e. scaled by the stride in output pixels).
+Mask edges then follow the logits between map pixels instead of the
+stride-4 staircase.
+
 Everything up to the panoptic map runs on the accelerator under ``jit`` with
 static shapes: at most ``max_instances`` instances, with a validity mask; no
 host round trips. :func:`to_coco_panoptic` is the host-side wrapper that
@@ -42,7 +53,7 @@ import numpy as np
 from pcv.config import InferenceConfig
 from pcv.portable import to_coco_panoptic
 from pcv.voting.aggregation import heatmap
-from pcv.voting.backprojection import backproject
+from pcv.voting.backprojection import backproject, cell_bounds, ranks_in
 from pcv.voting.grid import VoteGrid
 
 VOID = -1
@@ -193,12 +204,17 @@ def _infer_one(
     valid = regions["valid"]
 
     # 4. Backprojection with the top-T bins of voting pixels.
-    if config.top_t == 1:
-        vote_bins = top[..., None]
+    # top_bins: the best T of the K bins, abstain aside (for T = 1 at the map,
+    # the argmax serves: where it is abstain the pixel casts no vote anyway).
+    is_bin = jnp.arange(k + 1) < k
+    if config.top_t > 1:
+        _, top_bins = jax.lax.top_k(jnp.where(is_bin, vote_logits, -jnp.inf), config.top_t)
+    elif config.full_resolution:
+        top_bins = jnp.argmax(jnp.where(is_bin, vote_logits, -jnp.inf), -1)[..., None]
     else:
-        is_bin = jnp.arange(k + 1) < k
-        _, vote_bins = jax.lax.top_k(jnp.where(is_bin, vote_logits, -jnp.inf), config.top_t)
-    vote_bins = jnp.where(abstain[..., None], -1, vote_bins)
+        top_bins = top[..., None]
+    top_bins = top_bins.astype(jnp.int32)
+    vote_bins = jnp.where(abstain[..., None], -1, top_bins)
     ranks = backproject(vote_bins, regions["boxes"], grid)  # [N, H, W]
     ranks = jnp.where(valid[:, None, None], ranks, -1)
     claimed = ranks >= 0
@@ -220,41 +236,25 @@ def _infer_one(
     claimed_count = jnp.maximum(claimed.reshape(n, h * w).sum(-1), 1).astype(jnp.float32)
     class_prob = summed.max(-1) / claimed_count  # [N] mean probability of the chosen class
 
-    # 6. Overlaps: best rank, then agreement with the pixel's semantic argmax,
-    # then the nearest peak; the lowest slot wins remaining ties.
+    # 6-7 at the heads' map, then resized (8); or at the output size directly.
     sem_label = jnp.argmax(sem_logits, -1).astype(jnp.int32)  # [H, W]
-    big_rank = jnp.iinfo(jnp.int32).max
-    r = jnp.where(claimed, ranks, big_rank)
-    keep = claimed & (r == r.min(0))
-    disagree = (inst_class[:, None, None] != sem_label[None]).astype(jnp.int32)
-    d = jnp.where(keep, disagree, 2)
-    keep = keep & (d == d.min(0))
-    ys = jnp.arange(h, dtype=jnp.int32)[None, :, None]
-    xs = jnp.arange(w, dtype=jnp.int32)[None, None, :]
-    py, px = regions["peaks"][:, 0, None, None], regions["peaks"][:, 1, None, None]
-    dist = jnp.where(keep, (ys - py) ** 2 + (xs - px) ** 2, big_rank)
-    owner = jnp.argmin(dist, 0).astype(jnp.int32)  # [H, W]
-    owned = keep.any(0)
-    instance = jnp.where(owned, owner, -1)
-    counts = jnp.zeros(n + 1, jnp.int32).at[jnp.where(owned, owner, n)].add(1)[:n]
-    inst_valid = valid & (counts > 0)
-
-    # 7. Stuff: unclaimed pixels of a stuff class, one segment per class, small
-    # ones void; thing pixels claimed by no instance are void.
-    stuff_mask = jnp.asarray(~np.asarray(thing_mask, bool))
-    is_stuff = ~owned & stuff_mask[sem_label]
-    stuff_area = jnp.zeros(c + 1, jnp.int32).at[jnp.where(is_stuff, sem_label, c)].add(1)[:c]
-    area_scale = (out_hw[0] * out_hw[1]) / (h * w)
     min_stuff_area = config.min_stuff_area if dynamic is None else dynamic["min_stuff_area"]
-    stuff_ok = (stuff_area * area_scale >= min_stuff_area) & (stuff_area > 0)
-    is_stuff = is_stuff & stuff_ok[sem_label]
-    semantic = jnp.where(owned, inst_class[jnp.maximum(instance, 0)], jnp.where(is_stuff, sem_label, VOID))
-    instance_map = jnp.where(owned, instance + 1, 0)
+    if config.full_resolution:
+        rows, cols = _axis_samples(out_hw[0], h), _axis_samples(out_hw[1], w)
+        fine_bins, fine_label = _fine_votes_and_labels(sem_logits, vote_logits, top_bins, sem_label, rows, cols, k)
+        bounds = cell_bounds(fine_bins, rows[0], cols[0], grid)
+        maps = _resolve(bounds, fine_label, rows[0], cols[0], regions, inst_class, thing_mask, 1.0, min_stuff_area)
+    else:
+        ys, xs = jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32)
+        bounds = cell_bounds(vote_bins, ys, xs, grid)
+        area_scale = (out_hw[0] * out_hw[1]) / (h * w)
+        maps = _resolve(bounds, sem_label, ys, xs, regions, inst_class, thing_mask, area_scale, min_stuff_area)
+        maps = {key: resize_nearest(maps[key], out_hw) if key != "counts" else maps[key] for key in maps}
+    inst_valid = valid & (maps["counts"] > 0)
 
-    # 8. Back to the input size, nearest neighbour.
     return {
-        "semantic": resize_nearest(semantic, out_hw),
-        "instance": resize_nearest(instance_map, out_hw),
+        "semantic": maps["semantic"],
+        "instance": maps["instance"],
         "instance_class": jnp.where(inst_valid, inst_class, VOID),
         "instance_valid": inst_valid,
         "instance_score": jnp.where(inst_valid, regions["scores"], 0.0),
@@ -263,6 +263,130 @@ def _infer_one(
         "peaks": regions["peaks"],
         "heatmap": heat,
     }
+
+
+def _resolve(bounds, sem_label, ys, xs, regions, inst_class, thing_mask, area_scale, min_stuff_area):
+    """Steps 6 and 7 for pixels at rows ``ys``, columns ``xs`` (in heads' map pixels).
+
+    ``bounds``: the pixels' voted cells (:func:`pcv.voting.cell_bounds`),
+    ``sem_label`` ``[H', W']`` their semantic argmax. Overlaps: of the
+    instances a pixel's cells meet, the lexicographically smallest (rank,
+    disagreement with the pixel's semantic class, squared distance to the
+    peak, slot) owns it, i.e. the best rank, then agreement, then the nearest
+    peak, then the lowest slot. One pass per valid instance (they are the
+    first slots: regions are ordered by score), keeping each pixel's best so
+    far, so memory and time follow the instances found, not ``max_instances``.
+    Returns ``semantic``, ``instance`` maps and ``counts`` ``[N]`` (pixels
+    each instance keeps).
+    """
+    boxes, peaks, valid = regions["boxes"], regions["peaks"].astype(jnp.float32), regions["valid"]
+    n = boxes.shape[0]
+    c = len(thing_mask)
+    big = jnp.iinfo(jnp.int32).max
+
+    def visit(i, state):
+        best, best_dist, owner = state
+        rank = ranks_in(bounds, jax.lax.dynamic_slice_in_dim(boxes, i, 1))[0]
+        order = jnp.where(rank >= 0, 2 * rank + (inst_class[i] != sem_label).astype(jnp.int32), big)
+        dist = (ys[:, None] - peaks[i, 0]) ** 2 + (xs[None, :] - peaks[i, 1]) ** 2
+        better = (order < best) | ((order == best) & (dist < best_dist))
+        better = better & (order < big) & valid[i]
+        return jnp.where(better, order, best), jnp.where(better, dist, best_dist), jnp.where(better, i, owner)
+
+    zero = sem_label * 0  # derived from the data, so it varies like it under shard_map
+    init = (zero + big, zero.astype(jnp.float32) + jnp.inf, zero - 1)
+    _, _, instance = jax.lax.fori_loop(0, valid.sum(), visit, init)
+    owned = instance >= 0
+    counts = jnp.zeros(n + 1, jnp.int32).at[jnp.where(owned, instance, n).reshape(-1)].add(1)[:n]
+
+    # 7. Stuff: unclaimed pixels of a stuff class, one segment per class, small
+    # ones void; thing pixels claimed by no instance are void.
+    stuff_mask = jnp.asarray(~np.asarray(thing_mask, bool))
+    is_stuff = ~owned & stuff_mask[sem_label]
+    stuff_area = jnp.zeros(c + 1, jnp.int32).at[jnp.where(is_stuff, sem_label, c).reshape(-1)].add(1)[:c]
+    stuff_ok = (stuff_area * area_scale >= min_stuff_area) & (stuff_area > 0)
+    is_stuff = is_stuff & stuff_ok[sem_label]
+    semantic = jnp.where(owned, inst_class[jnp.maximum(instance, 0)], jnp.where(is_stuff, sem_label, VOID))
+    return {"semantic": semantic, "instance": jnp.where(owned, instance + 1, 0), "counts": counts}
+
+
+def _axis_samples(n_out: int, n_in: int):
+    """Where the pixels of an axis of ``n_out`` pixels sit on one of ``n_in`` (static numpy).
+
+    Half-pixel centres: output pixel i is at ``u = (i + 1/2) n_in / n_out -
+    1/2`` input pixels. Bilinear interpolation reads input pixels ``i0 =
+    floor(u')`` and ``i1 = min(i0 + 1, n_in - 1)`` with weight ``u' - i0`` on
+    ``i1``, where ``u'`` is u clamped to ``[0, n_in - 1]`` (edges repeat).
+    Returns ``(u, i0, i1, weight)``.
+    """
+    u = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    clamped = np.clip(u, 0, n_in - 1)
+    i0 = np.floor(clamped).astype(np.int32)
+    i1 = np.minimum(i0 + 1, n_in - 1).astype(np.int32)
+    return u.astype(np.float32), i0, i1, (clamped - i0).astype(np.float32)
+
+
+def _interpolate_nominated(logits, nominated, rows, cols):
+    """Bilinearly interpolated logits of the channels a pixel's four map neighbours nominate.
+
+    Args:
+      logits: ``[H, W, D]``.
+      nominated: int ``[H, W, M]``, channels each map pixel puts forward.
+      rows, cols: :func:`_axis_samples` of the output's two axes.
+    Returns:
+      ``(candidates, scores)``, ``[H', W', 4M]`` each: the four neighbours'
+      nominations (the top-left neighbour's first), and each candidate's
+      logit interpolated at the output pixel.
+    """
+    h, w, d = logits.shape
+    (_, y0, y1, wy), (_, x0, x1, wx) = rows, cols
+    wy, wx = jnp.asarray(wy)[:, None], jnp.asarray(wx)[None, :]
+    weights = [(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx]  # [H', W'] each
+    corners = [(y0, x0), (y0, x1), (y1, x0), (y1, x1)]
+    candidates = jnp.concatenate([jnp.take(jnp.take(nominated, ya, 0), xa, 1) for ya, xa in corners], -1)
+    flat = logits.reshape(-1)
+    scores = 0.0
+    for (ya, xa), weight in zip(corners, weights):
+        base = (jnp.asarray(ya)[:, None, None] * w + jnp.asarray(xa)[None, :, None]) * d
+        scores = scores + weight[..., None] * jnp.take(flat, base + candidates)
+    return candidates, scores
+
+
+def _bilinear(plane, rows, cols):
+    """Bilinear resize of ``[H, W]`` to the output of :func:`_axis_samples` ``rows``, ``cols``."""
+    (_, y0, y1, wy), (_, x0, x1, wx) = rows, cols
+    wy, wx = jnp.asarray(wy)[:, None], jnp.asarray(wx)[None, :]
+    plane = (1 - wy) * jnp.take(plane, y0, 0) + wy * jnp.take(plane, y1, 0)
+    return (1 - wx) * jnp.take(plane, x0, 1) + wx * jnp.take(plane, x1, 1)
+
+
+def _fine_votes_and_labels(sem_logits, vote_logits, top_bins, sem_label, rows, cols, k: int):
+    """Top-T vote bins (-1 = abstain) and semantic class of every output pixel.
+
+    Each is the choice the bilinearly upsampled logits make among the
+    candidates the pixel's four map neighbours nominate (their top-T bins,
+    their semantic argmax); a pixel abstains where the upsampled margin of
+    the abstain logit over each map pixel's best bin logit is positive. On
+    the map's own pixels this is the map's choice, ties included.
+    """
+    t = top_bins.shape[-1]
+    bins, scores = _interpolate_nominated(vote_logits, top_bins, rows, cols)  # [H', W', 4T]
+    if t > 1:  # a bin nominated twice counts once
+        m = bins.shape[-1]
+        earlier = np.tril(np.ones((m, m), bool), -1)  # earlier[j, i]: i < j
+        repeated = ((bins[..., :, None] == bins[..., None, :]) & earlier).any(-1)
+        scores = jnp.where(repeated, -jnp.inf, scores)
+    _, pick = jax.lax.top_k(scores, t)
+    fine_bins = jnp.take_along_axis(bins, pick, -1)
+    # Whether to vote at all is decided apart from which bin: by the upsampled
+    # margin of abstain over the pixel's best bin (neighbouring map pixels vote
+    # for neighbouring bins, so one bin's upsampled logit fades between them).
+    best_bin = jnp.take_along_axis(vote_logits, top_bins[..., :1], -1)[..., 0]
+    abstain = _bilinear(vote_logits[..., k] - best_bin, rows, cols) > 0
+    fine_bins = jnp.where(abstain[..., None], -1, fine_bins)
+    labels, label_scores = _interpolate_nominated(sem_logits, sem_label[..., None], rows, cols)
+    fine_label = jnp.take_along_axis(labels, jnp.argmax(label_scores, -1)[..., None], -1)[..., 0]
+    return fine_bins, fine_label
 
 
 def panoptic_inference(

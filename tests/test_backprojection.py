@@ -71,3 +71,27 @@ def test_bad_shapes():
         backproject(np.zeros((4, 4), int), np.zeros((3,), int), SMALL_GRID)
     with pytest.raises(ValueError, match="vote_bins"):
         backproject(np.zeros((4,), int), np.zeros((1, 4), int), SMALL_GRID)
+
+
+def test_query_ranks_at_fractional_positions():
+    from pcv.voting import query_ranks
+
+    rng = np.random.default_rng(5)
+    grid = SMALL_GRID
+    h, w, t = 9, 11, 2
+    bins = rng.integers(-1, grid.num_bins, (h, w, t))
+    boxes = random_boxes(rng, 4, h, w)
+    # At 3x, output pixel 3q + 1 sits exactly on map pixel q: the map's answer there.
+    fine_bins = np.repeat(np.repeat(bins, 3, 0), 3, 1)
+    ys, xs = (np.arange(3 * h) + 0.5) / 3 - 0.5, (np.arange(3 * w) + 0.5) / 3 - 0.5
+    fine = np.asarray(query_ranks(fine_bins, ys.astype(np.float32), xs.astype(np.float32), boxes, grid))
+    np.testing.assert_array_equal(fine[:, 1::3, 1::3], np.asarray(backproject(bins, boxes, grid)))
+    # By hand, at 4x: a pixel voting its own cell (bin 0, one map pixel wide)
+    # joins the one-pixel box at map (5, 5) while its cell, centred at
+    # u = i / 4 - 3 / 8, overlaps [4.5, 5.5]: 4 < u < 6, output rows 18-25.
+    u = ((np.arange(48) + 0.5) / 4 - 0.5).astype(np.float32)
+    own = np.zeros((48, 48, 1), np.int32)
+    ranks = np.asarray(query_ranks(own, u, u, np.array([[5, 5, 5, 5]]), grid))[0]
+    inside = np.zeros((48, 48), bool)
+    inside[18:26, 18:26] = True
+    np.testing.assert_array_equal(ranks == 0, inside)

@@ -12,7 +12,11 @@ def test_bench_voting_tiny(tmp_path, capsys):
     assert bench.main(["voting", "--sizes=tiny", "--repeats=2", f"--json={out}"]) == 0
     data = json.loads(out.read_text())
     whats = [r["what"] for r in data["rows"]]
-    assert len(whats) == 4 and any("shift" in w for w in whats) and any("inference" in w for w in whats)
+    assert len(whats) == 5 and any("shift" in w for w in whats)
+    assert [w for w in whats if "inference" in w] == [
+        "inference, masks at the map, resized",
+        "inference, masks at full resolution",
+    ]
     for r in data["rows"]:
         assert 0 < r["min_ms"] <= r["ms"] and r["read_ms"] > 0
         # ms are rounded to 1 us in the JSON: at tiny sizes that alone moves the ratio by ~1 %.
@@ -73,5 +77,6 @@ def test_bench_scaling_and_memory_tiny():
         parts = r["arguments_mib"] + r["outputs_mib"] + r["temporaries_mib"]
         assert r["peak_mib"] == pytest.approx(parts, abs=2e-3) and r["arguments_mib"] > 0 and r["ms"] > 0
     assert rows[2]["peak_mib"] > rows[0]["peak_mib"]
-    (inference,) = bench.bench_memory(["tiny"], train_sizes=())
-    assert inference["what"] == "inference" and inference["peak_mib"] > inference["arguments_mib"] > 0
+    plain, full = bench.bench_memory(["tiny"], train_sizes=())
+    assert (plain["what"], full["what"]) == ("inference", "inference, full resolution")
+    assert full["peak_mib"] > plain["peak_mib"] > plain["arguments_mib"] > 0

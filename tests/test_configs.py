@@ -53,7 +53,7 @@ def test_paper_configs_use_the_paper_grid_and_schedule():
     assert VoteGrid(coco.grid).spec == DEFAULT_GRID.spec and VoteGrid(coco.grid).num_bins == 233
     assert coco.model.backbone == "resnet50" and coco.model.fpn_channels == 256
     assert coco.model.fusion_channels == 128 and coco.model.backbone_norm == "frozen"
-    assert coco.inference == InferenceConfig()  # the paper's post-processing
+    assert coco.inference == InferenceConfig(full_resolution=False)  # the paper's post-processing
     assert EvalGeometry.from_config(coco.data) == EvalGeometry(800, 1333, (1344, 1344))
     city = typed("cityscapes_r50")
     assert EvalGeometry.from_config(city.data) == EvalGeometry(1024, 2048, (1024, 2048))
@@ -132,3 +132,14 @@ def test_custom_recipe_end_to_end(tmp_path):
     sizes = {(im["height"], im["width"]) for im in predictions["images"]}
     gt_sizes = {(im["height"], im["width"]) for im in json.loads((SAMPLE / "panoptic.json").read_text())["images"]}
     assert sizes == gt_sizes  # predictions are mapped back to the original image sizes
+
+
+def test_every_command_prints_its_usage_with_help(capsys):
+    import importlib
+
+    for name in ("train", "evaluate", "predict", "prepare", "export", "bench", "pq", "pretrained"):
+        module = importlib.import_module(f"pcv.{name}")
+        assert module.main(["--help"]) == 0, name
+        out = capsys.readouterr().out
+        assert out.startswith(module.__doc__.strip().splitlines()[0]) and "\nflags:\n" in out, name
+        assert "--[no]debug" in out, name

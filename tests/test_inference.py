@@ -1,5 +1,6 @@
 """Inference on constructed votes where the right panoptic answer is known."""
 
+import dataclasses
 from collections import deque
 
 import jax
@@ -286,3 +287,88 @@ def test_inference_under_pmap_and_shard_map_matches_single_images():
             for key in ("semantic", "instance", "instance_class", "boxes"):
                 np.testing.assert_array_equal(out[key][i], singles[i][key], err_msg=f"{name} {key} {i}")
     assert any(int(s["instance_valid"].sum()) == 2 for s in singles)  # the noise leaves the scene readable
+
+
+# ----------------------------------------------------------------------------
+# Masks at full resolution (InferenceConfig.full_resolution).
+# ----------------------------------------------------------------------------
+
+
+def random_logits(seed, h=12, w=16, c=4, grid=SMALL_GRID):
+    rng = np.random.default_rng(seed)
+    sem = rng.normal(size=(h, w, c)).astype(np.float32)
+    votes = (3 * rng.normal(size=(h, w, grid.num_bins + 1))).astype(np.float32)
+    votes[..., 0] += 2  # some agreement, so there are peaks
+    return sem, votes
+
+
+@pytest.mark.parametrize("top_t", [1, 2, 3])
+def test_full_resolution_at_the_map_size_is_the_map_algorithm(top_t):
+    for seed in range(3):
+        sem, votes = random_logits(seed)
+        cfg = InferenceConfig(threshold=0.5, max_instances=8, top_t=top_t, min_stuff_area=3)
+        fine = panoptic_inference(sem, votes, SMALL_GRID, THING, cfg)
+        plain = panoptic_inference(sem, votes, SMALL_GRID, THING, dataclasses.replace(cfg, full_resolution=False))
+        assert int(fine["instance_valid"].sum()) >= 2
+        for key in plain:
+            np.testing.assert_array_equal(fine[key], plain[key], err_msg=key)
+
+
+def test_full_resolution_choices_are_those_of_the_bilinearly_upsampled_logits():
+    """Semantic class and abstaining as the upsampled logits decide them; the bin among the neighbours' bins."""
+    from pcv.inference import _axis_samples, _fine_votes_and_labels
+
+    rng = np.random.default_rng(0)
+    h, w, k = 10, 14, SMALL_GRID.num_bins
+    # Two classes: the neighbours' argmaxes always hold the upsampled argmax.
+    sem = rng.normal(size=(h, w, 2)).astype(np.float32)
+    votes = rng.normal(size=(h, w, k + 1)).astype(np.float32)
+    votes[..., k] += 1.8 + 1.5 * rng.normal(size=(h, w))  # about half abstain
+    out = (4 * h, 4 * w)
+    rows, cols = _axis_samples(out[0], h), _axis_samples(out[1], w)
+    top = np.argmax(votes[..., :k], -1)
+    fine_bins, fine_label = _fine_votes_and_labels(
+        jnp.asarray(sem), jnp.asarray(votes), jnp.asarray(top[..., None], jnp.int32), jnp.argmax(sem, -1), rows, cols, k
+    )
+    fine_bins = np.asarray(fine_bins)[..., 0]
+    np.testing.assert_array_equal(fine_label, np.argmax(jax.image.resize(sem, out + (2,), "linear"), -1))
+    margin = votes[..., k] - np.take_along_axis(votes, top[..., None], -1)[..., 0]
+    abstain = np.asarray(jax.image.resize(margin, out, "linear")) > 0
+    np.testing.assert_array_equal(fine_bins < 0, abstain)
+    assert 0.2 < abstain.mean() < 0.8
+    # A voting pixel's bin: the best of its four neighbours' bins by upsampled logit.
+    up_votes = np.asarray(jax.image.resize(votes, out + (k + 1,), "linear"))
+    for y, x in zip(*np.nonzero(~abstain)):
+        qy, qx = rows[1][y], cols[1][x]
+        nominated = {top[a, b] for a in (qy, rows[2][y]) for b in (qx, cols[2][x])}
+        assert fine_bins[y, x] in nominated
+        assert up_votes[y, x, fine_bins[y, x]] >= max(up_votes[y, x, list(nominated)]) - 1e-5
+
+
+def test_full_resolution_masks_follow_edges_between_map_pixels():
+    """A disc whose logits at stride 4 carry each map pixel's coverage: its mask follows the disc, not the grid."""
+    s, h, w = 4, 16, 16
+    yy, xx = np.mgrid[: s * h, : s * w] + 0.5
+    disc = (yy - 30.3) ** 2 + (xx - 33.7) ** 2 < 14.2**2
+    cover = disc.reshape(h, s, w, s).mean((1, 3))  # fraction of each map pixel inside the disc
+    sem = np.full((h, w, 4), -MARGIN, np.float32)
+    sem[..., 0], sem[..., 2] = MARGIN * (cover - 0.5), MARGIN * (0.5 - cover)
+    ys, xs = np.nonzero(cover > 0)
+    centre = np.floor(np.average(np.stack([ys, xs], 1), axis=0, weights=cover[ys, xs])).astype(int)
+    offsets = centre[None, None] - np.stack(np.mgrid[:h, :w], -1)
+    bins = SMALL_GRID.bin_of_offset(offsets.reshape(-1, 2)).reshape(h, w)
+    votes = np.full((h, w, SMALL_GRID.num_bins + 1), -MARGIN, np.float32)
+    votes[..., -1] = MARGIN * (0.5 - cover)
+    votes[bins >= 0, bins[bins >= 0]] = MARGIN * (cover[bins >= 0] - 0.5)
+    cfg = InferenceConfig(threshold=3.0, max_instances=4, min_stuff_area=0)
+
+    def iou(config):
+        out = panoptic_inference(sem, votes, SMALL_GRID, THING, config, output_size=(s * h, s * w))
+        assert int(out["instance_valid"].sum()) == 1
+        mask = np.asarray(out["instance"]) == 1
+        rest = np.asarray(out["semantic"])[~mask]
+        assert set(np.unique(rest)) <= {2, -1} and (rest == -1).mean() < 0.01  # stuff around it, a few void
+        return (mask & disc).sum() / (mask | disc).sum()
+
+    fine, plain = iou(cfg), iou(dataclasses.replace(cfg, full_resolution=False))
+    assert fine > 0.97 and plain < 0.94 and fine > plain

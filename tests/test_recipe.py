@@ -59,14 +59,14 @@ def test_photos_of_many_sizes_are_resized_by_their_shorter_side():
     assert got["data.image_size"] == (448, 448)  # crops: the shorter side rounded up to 32, at most 512
     assert got["data.eval_max_size"] == 640  # the median aspect, 640 / 427
     assert VoteGrid(got["grid"]).diameter * 4 >= 300 * 427 / 427
-    assert got["steps"] == 4800  # 16 passes over the 4800 images not held out, at 16 per step
+    assert got["steps"] == 3600  # 12 passes over the 4800 images not held out, at 16 per step
     assert got["config"].data.eval_max_size == 640
 
 
 def test_small_and_large_datasets_and_objects():
     tiny = chosen(stats_of([(96, 128)], [4, 5, 6], n=120, per_image=30))
     assert tiny["grid"] == recipe.GRIDS[0] and tiny["data.calibration_images"] == 0
-    assert tiny["steps"] == 1000 and tiny["inference.max_instances"] == 45  # 1.5 x 30
+    assert tiny["steps"] == 700 and tiny["inference.max_instances"] == 45  # 1.5 x 30
     assert tiny["inference.threshold"] == 1.0
     huge = chosen(stats_of([(800, 800)], [700], n=200_000, per_image=1, stuff_area_rel=0.001))
     assert huge["grid"] == recipe.GRIDS[-1] and huge["steps"] == 20_000 and huge["data.calibration_images"] == 200
@@ -98,5 +98,5 @@ def test_custom_with_only_the_data_path_sizes_itself_and_flags_still_win(tmp_pat
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == f"custom recipe sized from {path} (train split):"
     assert "  data.image_size = (96, 160): every image is 96x160: fit into 96x160 (multiples of 32)" in printed
-    assert config.data.image_size == (96, 160) and config.steps == 50  # the flag wins over the recipe's 1000
+    assert config.data.image_size == (96, 160) and config.steps == 50  # the flag wins over the recipe's 700
     assert configs.load(f"custom:smoke:{path}").data.image_size == (64, 64)  # smoke shrinks after the recipe

@@ -42,7 +42,10 @@ compute with f32 weights; global batch 16, SGD momentum 0.9, weight decay
 1x schedule); training crops 512 x 512 after a random scale of 0.5-2.0 of a
 shorter side of 800, random flips; evaluation at shorter side 800 / longer
 at most 1333, padded to 1344 x 1344; the paper's post-processing (threshold
-4, 100 instance slots, stuff under 4096 pixels void: the defaults).
+4, 100 instance slots, stuff under 4096 pixels void, the stride-4 map resized
+by nearest neighbour). Masks at full resolution
+(``--config.inference.full_resolution=true``, the default elsewhere) gained
+2.4 to 5.0 PQ on small datasets but have not been measured on COCO yet.
 """
 
 from pcv.config import default_config
@@ -67,6 +70,8 @@ def get_config(arg: str | None = None):
     c.model.fusion_channels = 128
     c.model.backbone_norm = "frozen"
     c.model.dtype = "bfloat16"
+
+    c.inference.full_resolution = False  # the paper's step 8; see the docstring
 
     c.steps = 90_000
     c.optimizer.learning_rate = 0.02

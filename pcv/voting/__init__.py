@@ -8,7 +8,7 @@ Pure JAX/numpy; usable as a layer library by other projects::
 """
 
 from pcv.voting.aggregation import METHODS, aggregate_votes, aggregate_votes_by_class
-from pcv.voting.backprojection import backproject
+from pcv.voting.backprojection import backproject, cell_bounds, query_ranks, ranks_in
 from pcv.voting.grid import DEFAULT_GRID, DEFAULT_SPEC, SMALL_GRID, SMALL_SPEC, VoteGrid
 
 __all__ = [
@@ -21,4 +21,7 @@ __all__ = [
     "aggregate_votes",
     "aggregate_votes_by_class",
     "backproject",
+    "cell_bounds",
+    "query_ranks",
+    "ranks_in",
 ]
