@@ -45,7 +45,7 @@ at most 1333, padded to 1344 x 1344; the paper's post-processing (threshold
 4, 100 instance slots, stuff under 4096 pixels void, the stride-4 map resized
 by nearest neighbour). Masks at full resolution
 (``--config.inference.full_resolution=true``, the default elsewhere) gained
-2.4 to 5.0 PQ on small datasets but have not been measured on COCO yet.
+2.1 to 5.0 PQ on small datasets but have not been measured on COCO yet.
 """
 
 from pcv.config import default_config
