@@ -38,6 +38,9 @@ from pcv.metrics_writer import ProgressBar
 THRESHOLDS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 TOP_T = (1, 2, 3)
 MIN_STUFF_AREAS = (0, 64, 256, 1024, 4096)
+#: Settings post-processed in one call: their maps and working memory are held
+#: together, so this bounds memory (at COCO scale each costs tens of MiB).
+SETTINGS_PER_CALL = 8
 
 
 def candidates(current: InferenceConfig) -> list[InferenceConfig]:
@@ -64,6 +67,19 @@ def _post_many(grid, thing_mask: tuple, config: InferenceConfig, out_hw: tuple):
         return jax.vmap(one, out_axes=1)(thresholds, areas)  # [B, S, ...]: the batch stays the sharded axis
 
     return jax.jit(run)
+
+
+def _score(predictor, batch, raw, members, stats, labels) -> None:
+    """Add each valid image's PQ statistics under each setting of ``members`` (``raw``: ``[B, S, ...]``)."""
+    for j in range(len(batch["valid"])):
+        if not batch["valid"][j]:
+            continue
+        example = batch["examples"][j]
+        for m, i in enumerate(members):
+            prediction = predictor.to_prediction({k: v[j, m] for k, v in raw.items()}, batch["meta"][j])
+            stats[i] += pq_image_stats(
+                example["segment_ids"], example["segments_info"], prediction.ids, prediction.segments_info, labels
+            )
 
 
 def _closeness(setting: InferenceConfig, current: InferenceConfig) -> tuple:
@@ -101,25 +117,16 @@ def calibrate(predictor, dataset, *, batch_size: int, num_images: int | None = N
     ):
         logits = predictor.logits(batch["images"])  # the network, once
         out_hw = tuple(np.shape(batch["images"])[1:3])
-        for top_t, members in groups.items():
+        for top_t, group in groups.items():
             config = dataclasses.replace(current, top_t=top_t)
             post = _post_many(predictor.grid, thing_mask, config, out_hw)
-            thresholds = np.array([settings[i].threshold for i in members], np.float32)
-            areas = np.array([settings[i].min_stuff_area for i in members], np.int32)
-            raw = predictor.to_host(post(logits["semantic"], logits["votes"], thresholds, areas))
-            for j in range(len(batch["valid"])):
-                if not batch["valid"][j]:
-                    continue
-                example = batch["examples"][j]
-                for m, i in enumerate(members):
-                    prediction = predictor.to_prediction({k: v[j, m] for k, v in raw.items()}, batch["meta"][j])
-                    stats[i] += pq_image_stats(
-                        example["segment_ids"],
-                        example["segments_info"],
-                        prediction.ids,
-                        prediction.segments_info,
-                        labels,
-                    )
+            for start in range(0, len(group), SETTINGS_PER_CALL):
+                members = group[start : start + SETTINGS_PER_CALL]
+                padded = members + members[-1:] * (SETTINGS_PER_CALL - len(members))  # one program shape
+                thresholds = np.array([settings[i].threshold for i in padded], np.float32)
+                areas = np.array([settings[i].min_stuff_area for i in padded], np.int32)
+                raw = predictor.to_host(post(logits["semantic"], logits["votes"], thresholds, areas))
+                _score(predictor, batch, raw, members, stats, labels)
         bar.update(int(np.sum(batch["valid"])) * hosts)
     bar.close()
     rows = []
