@@ -139,13 +139,15 @@ def bench_voting(sizes, repeats: int) -> list[dict]:
         # The floor of inference is one read of both logit maps.
         both = jnp.concatenate([sem.reshape(-1), votes.reshape(-1)])
         for label, full in (("masks at the map, resized", False), ("masks at full resolution", True)):
-            infer = jax.jit(
-                lambda s, v, tm=thing_mask, hw=(4 * h, 4 * w), full=full: panoptic_inference(
-                    s, v, grid, tm, InferenceConfig(full_resolution=full), output_size=hw
-                )
-            )
-            row(f"inference, {label}", infer, (sem, votes), both)
+            row(f"inference, {label}", jax.jit(inference_fn(grid, thing_mask, (h, w), full)), (sem, votes), both)
     return rows
+
+
+def inference_fn(grid, thing_mask, map_hw, full: bool):
+    """``(semantic, votes) -> panoptic_inference(...)`` at 4 x the map, the paper's masks or full resolution."""
+    config = InferenceConfig(full_resolution=full)
+    out_hw = (4 * map_hw[0], 4 * map_hw[1])
+    return lambda s, v: panoptic_inference(s, v, grid, thing_mask, config, output_size=out_hw)
 
 
 def compiled_memory(fn, *args) -> dict:
@@ -196,8 +198,7 @@ def bench_scaling(
         probs = jax.nn.softmax(votes, -1)[..., : grid.num_bins]
         thing_mask = tuple(i < 80 for i in range(133))
 
-        def infer(s, v, grid=grid, tm=thing_mask, hw=(4 * h, 4 * w)):
-            return panoptic_inference(s, v, grid, tm, InferenceConfig(full_resolution=False), output_size=hw)
+        infer = inference_fn(grid, thing_mask, (h, w), full=False)
 
         def aggregate(p, grid=grid):
             return aggregate_votes(p, grid, method="shift")
@@ -242,10 +243,7 @@ def bench_memory(sizes, train_sizes=((512, 512), (800, 1344)), backbone: str = "
         thing_mask = tuple(i < num_things for i in range(num_classes))
 
         for what, full in (("inference", False), ("inference, full resolution", True)):
-
-            def infer(s, v, tm=thing_mask, hw=(4 * h, 4 * w), full=full):
-                return panoptic_inference(s, v, grid, tm, InferenceConfig(full_resolution=full), output_size=hw)
-
+            infer = inference_fn(grid, thing_mask, (h, w), full)
             rows.append({"what": what, "size": f"{name} {h}x{w}", **compiled_memory(infer, sem, votes)})
             print(f"  {rows[-1]}", flush=True)
     for size in train_sizes:

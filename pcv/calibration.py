@@ -161,6 +161,42 @@ def write(workdir, record: dict) -> None:
         write_json(as_path(workdir) / CALIBRATION, record, indent=1)
 
 
+def calibrate_and_keep(predictor, dataset, workdir, **kwargs):
+    """:func:`calibrate`, :func:`write` the record, and return ``(record, predictor with the chosen settings)``."""
+    record = calibrate(predictor, dataset, **kwargs)
+    write(workdir, record)
+    return record, predictor.replace(inference=dataclasses.replace(predictor.inference, **record["chosen"]))
+
+
+def read(workdir) -> dict | None:
+    """The settings a work dir's ``calibration.json`` chose, or None when it has none.
+
+    A damaged file is a :class:`pcv.errors.WorkdirError` naming it.
+    """
+    from pcv.errors import ConfigError, WorkdirError
+    from pcv.workdir import CALIBRATION, as_path, read_json
+
+    path = as_path(workdir) / CALIBRATION
+    if not path.exists():
+        return None
+    record = read_json(path, "calibration")
+    try:
+        chosen = record["chosen"]
+        fields = {
+            "threshold": float(chosen["threshold"]),
+            "top_t": int(chosen["top_t"]),
+            "min_stuff_area": int(chosen["min_stuff_area"]),
+        }
+        InferenceConfig(**fields)  # the values' own checks
+    except (TypeError, KeyError, ValueError, ConfigError) as e:
+        detail = f": {e}" if isinstance(e, ConfigError) else ""
+        raise WorkdirError(
+            f"{path}: 'chosen' must hold a threshold, top_t and min_stuff_area{detail}; calibrate again "
+            "(python -m pcv.evaluate --calibrate) or delete the file"
+        ) from None
+    return fields
+
+
 def _fields(setting: InferenceConfig) -> dict:
     return {"threshold": setting.threshold, "top_t": setting.top_t, "min_stuff_area": setting.min_stuff_area}
 

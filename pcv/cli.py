@@ -95,20 +95,11 @@ def parse_value(text: str, default) -> object:
 
 def apply_overrides(config, overrides: Sequence[tuple[str, str]]):
     """Set dotted fields of a ConfigDict from flag text (unknown fields are left to validation to name)."""
-    import ml_collections
-
-    from pcv.config import Config, flat
+    from pcv.config import Config, dotted_parent, flat
 
     defaults = flat(Config())
     for name, text in overrides:
-        node = config
-        *path, last = name.split(".")
-        for part in path:
-            if part not in node:
-                raise ConfigError(f"config.{name}: no such field ({part!r} is not a group of fields)")
-            node = node[part]
-        if not isinstance(node, ml_collections.ConfigDict):
-            raise ConfigError(f"config.{name}: {'.'.join(path)} is not a group of fields")
+        node, last = dotted_parent(config, name)
         value = parse_value(text, defaults.get(name, node.get(last)))
         try:
             node[last] = value

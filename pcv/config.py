@@ -437,11 +437,25 @@ def replace(config: Config, **changes) -> Config:
     """A copy with dotted fields changed: ``replace(c, **{"data.num_val": 4, "steps": 2})``."""
     nested = config.to_dict()
     for key, value in changes.items():
-        node = nested
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
+        node, last = dotted_parent(nested, key)
         if last not in node:
-            raise _unknown(last, node, "config" + "".join(f".{p}" for p in path))
+            raise _unknown(last, node, f"config.{key}".rpartition(".")[0])
         node[last] = value
     return from_mapping(nested)
+
+
+def dotted_parent(root, key: str):
+    """``(group, name)`` of a dotted field in nested dicts or ConfigDicts.
+
+    ``"data.num_val"`` -> ``(root["data"], "num_val")``. A path through something that is not a group of fields is a
+    :class:`~pcv.errors.ConfigError` naming the field.
+    """
+    node = root
+    *path, last = key.split(".")
+    for part in path:
+        if not hasattr(node, "keys") or part not in node:
+            raise ConfigError(f"config.{key}: no such field ({part!r} is not a group of fields)")
+        node = node[part]
+    if not hasattr(node, "keys"):
+        raise ConfigError(f"config.{key}: {'.'.join(path)} is not a group of fields")
+    return node, last

@@ -274,8 +274,6 @@ def evaluate_workdir(
       ``num_images``, ``inference`` (the settings used), ``eval`` (PQ of the
       exported files, mIoU and, with pycocotools, AP) and ``files``.
     """
-    import dataclasses
-
     import jax
     from jax.sharding import Mesh
 
@@ -318,9 +316,9 @@ def evaluate_workdir(
             raise ConfigError("--calibrate chooses settings on the calibration split; report another (--split=val)")
         if wd.read_config().data.calibration_images == 0:
             log("note: the run held no images out (its data.calibration_images is 0): it may have trained on these")
-        record = calibration.calibrate(predictor, splits.calibration, batch_size=batch, progress=progress, log=log)
-        calibration.write(wd.path, record)
-        predictor = predictor.replace(inference=dataclasses.replace(predictor.inference, **record["chosen"]))
+        _, predictor = calibration.calibrate_and_keep(
+            predictor, splits.calibration, wd.path, batch_size=batch, progress=progress, log=log
+        )
     if dataset.label_space != predictor.label_space:
         raise ConfigError(
             f"the {split} split's categories differ from the model's ({wd.path / 'categories.json'}); "

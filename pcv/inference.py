@@ -53,7 +53,7 @@ import numpy as np
 from pcv.config import InferenceConfig
 from pcv.portable import to_coco_panoptic
 from pcv.voting.aggregation import heatmap
-from pcv.voting.backprojection import backproject, cell_bounds, ranks_in
+from pcv.voting.backprojection import cell_bounds, ranks_in
 from pcv.voting.grid import VoteGrid
 
 VOID = -1
@@ -215,7 +215,9 @@ def _infer_one(
         top_bins = top[..., None]
     top_bins = top_bins.astype(jnp.int32)
     vote_bins = jnp.where(abstain[..., None], -1, top_bins)
-    ranks = backproject(vote_bins, regions["boxes"], grid)  # [N, H, W]
+    ys, xs = jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32)
+    bounds = cell_bounds(vote_bins, ys, xs, grid)  # the voted cells (pcv.voting.backproject's test)
+    ranks = ranks_in(bounds, regions["boxes"])  # [N, H, W]
     ranks = jnp.where(valid[:, None, None], ranks, -1)
     claimed = ranks >= 0
 
@@ -242,11 +244,9 @@ def _infer_one(
     if config.full_resolution:
         rows, cols = _axis_samples(out_hw[0], h), _axis_samples(out_hw[1], w)
         fine_bins, fine_label = _fine_votes_and_labels(sem_logits, vote_logits, top_bins, sem_label, rows, cols, k)
-        bounds = cell_bounds(fine_bins, rows[0], cols[0], grid)
-        maps = _resolve(bounds, fine_label, rows[0], cols[0], regions, inst_class, thing_mask, 1.0, min_stuff_area)
+        fine_bounds = cell_bounds(fine_bins, rows[0], cols[0], grid)
+        maps = _resolve(fine_bounds, fine_label, rows[0], cols[0], regions, inst_class, thing_mask, 1.0, min_stuff_area)
     else:
-        ys, xs = jnp.arange(h, dtype=jnp.float32), jnp.arange(w, dtype=jnp.float32)
-        bounds = cell_bounds(vote_bins, ys, xs, grid)
         area_scale = (out_hw[0] * out_hw[1]) / (h * w)
         maps = _resolve(bounds, sem_label, ys, xs, regions, inst_class, thing_mask, area_scale, min_stuff_area)
         maps = {key: resize_nearest(maps[key], out_hw) if key != "counts" else maps[key] for key in maps}
@@ -339,25 +339,31 @@ def _interpolate_nominated(logits, nominated, rows, cols):
       logit interpolated at the output pixel.
     """
     h, w, d = logits.shape
-    (_, y0, y1, wy), (_, x0, x1, wx) = rows, cols
-    wy, wx = jnp.asarray(wy)[:, None], jnp.asarray(wx)[None, :]
-    weights = [(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx]  # [H', W'] each
-    corners = [(y0, x0), (y0, x1), (y1, x0), (y1, x1)]
-    candidates = jnp.concatenate([jnp.take(jnp.take(nominated, ya, 0), xa, 1) for ya, xa in corners], -1)
+    corners = _corners(rows, cols)
+    candidates = jnp.concatenate([_at(nominated, ya, xa) for ya, xa, _ in corners], -1)
     flat = logits.reshape(-1)
     scores = 0.0
-    for (ya, xa), weight in zip(corners, weights):
+    for ya, xa, weight in corners:
         base = (jnp.asarray(ya)[:, None, None] * w + jnp.asarray(xa)[None, :, None]) * d
         scores = scores + weight[..., None] * jnp.take(flat, base + candidates)
     return candidates, scores
 
 
-def _bilinear(plane, rows, cols):
-    """Bilinear resize of ``[H, W]`` to the output of :func:`_axis_samples` ``rows``, ``cols``."""
+def _corners(rows, cols):
+    """The four map neighbours of every output pixel: ``[(rows, columns, weight [H', W'])]``, top-left first."""
     (_, y0, y1, wy), (_, x0, x1, wx) = rows, cols
     wy, wx = jnp.asarray(wy)[:, None], jnp.asarray(wx)[None, :]
-    plane = (1 - wy) * jnp.take(plane, y0, 0) + wy * jnp.take(plane, y1, 0)
-    return (1 - wx) * jnp.take(plane, x0, 1) + wx * jnp.take(plane, x1, 1)
+    return [(y0, x0, (1 - wy) * (1 - wx)), (y0, x1, (1 - wy) * wx), (y1, x0, wy * (1 - wx)), (y1, x1, wy * wx)]
+
+
+def _at(a, ys, xs):
+    """``a[ys][:, xs]`` for 1-D index arrays: the map read at the output's rows and columns."""
+    return jnp.take(jnp.take(a, ys, 0), xs, 1)
+
+
+def _bilinear(plane, rows, cols):
+    """Bilinear resize of ``[H, W]`` to the output of :func:`_axis_samples` ``rows``, ``cols``."""
+    return sum(weight * _at(plane, ya, xa) for ya, xa, weight in _corners(rows, cols))
 
 
 def _fine_votes_and_labels(sem_logits, vote_logits, top_bins, sem_label, rows, cols, k: int):

@@ -45,7 +45,7 @@ from pcv.geometry import OUTPUT_STRIDE
 from pcv.inference import flip_tta, panoptic_inference
 from pcv.portable import Prediction, finish
 from pcv.voting import VoteGrid
-from pcv.workdir import CALIBRATION, Workdir, read_json
+from pcv.workdir import Workdir
 
 
 class Predictor:
@@ -122,8 +122,10 @@ class Predictor:
         config, labels, graphdef, step, model_state = restore_model(wd, step, config=config, mesh=mesh)
         grid = VoteGrid(config.grid)
         settings = config.inference
-        if calibrated and (wd.path / CALIBRATION).exists():
-            chosen = read_json(wd.path / CALIBRATION, "calibration")["chosen"]
+        from pcv import calibration
+
+        chosen = calibration.read(wd.path) if calibrated else None
+        if chosen:
             settings = dataclasses.replace(settings, **chosen)
         if isinstance(inference, InferenceConfig):
             settings = inference

@@ -140,11 +140,10 @@ def choose(stats: Mapping) -> list[tuple[str, object, str]]:
 
 def apply(config, choices) -> None:
     """Set each chosen dotted field on an ``ml_collections.ConfigDict``."""
+    from pcv.config import dotted_parent
+
     for field, value, _ in choices:
-        node = config
-        *path, last = field.split(".")
-        for part in path:
-            node = node[part]
+        node, last = dotted_parent(config, field)
         node[last] = value
 
 

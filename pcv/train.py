@@ -22,7 +22,6 @@ relaunch the same command; 130 interrupted (Ctrl-C).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import sys
@@ -376,15 +375,14 @@ def _run(config: Config, wd: Workdir, log, main: bool, *, stop_at, allow_config_
         final_step = int(jax.device_get(state.step))
         summary = {"step": final_step, "train_loss": last_loss}
         if splits.calibration is not None:  # choose the post-processing on the held-out images first
-            record = calibration.calibrate(
+            record, predictor = calibration.calibrate_and_keep(
                 predictor.replace(model_state=state.model_state, step=final_step),
                 splits.calibration,
+                wd.path,
                 batch_size=eval_batch_size(config, len(devices)),
                 progress=main,
                 log=log,
             )
-            calibration.write(wd.path, record)
-            predictor = predictor.replace(inference=dataclasses.replace(config.inference, **record["chosen"]))
             summary["calibration"] = {k: record[k] for k in ("chosen", "before", "after")}
         eval_result = run_eval(final_step)
         # What results.json holds, exactly (JSON keys are strings; no NaN).

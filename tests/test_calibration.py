@@ -11,7 +11,7 @@ import pytest
 from pcv import calibration
 from pcv.config import InferenceConfig
 from pcv.data import make_datasets
-from pcv.errors import ConfigError
+from pcv.errors import ConfigError, WorkdirError
 from pcv.evaluator import Evaluator, evaluate_workdir
 from pcv.inference import panoptic_inference
 from pcv.predictor import Predictor
@@ -130,3 +130,25 @@ def test_evaluate_calibrate(smoke_workdir, tmp_path, few_candidates):
     assert again["inference"] == results["inference"]
     plain = evaluate_workdir(run, calibrated=False, out_dir=tmp_path / "d", log=lambda *a: None, **quiet)
     assert plain["inference"] == dataclasses.asdict(Workdir(run).read_config().inference)
+
+
+def test_a_damaged_calibration_file_is_one_line_naming_it(smoke_workdir, tmp_path, capsys):
+    from pcv import evaluate
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_workdir, run)
+    path = run / CALIBRATION
+    for text, why in (
+        ('{"chosen": {"threshold": "high", "top_t": 1, "min_stuff_area": 0}}', "must hold a threshold"),
+        ('{"chosen": {"threshold": 1.0, "top_t": 0, "min_stuff_area": 0}}', "top_t: must be >= 1"),
+        ('{"before": {}}', "must hold a threshold"),
+        ("{", "is not valid JSON"),
+    ):
+        path.write_text(text)
+        with pytest.raises(WorkdirError, match=why) as info:
+            Predictor.from_workdir(run)
+        assert str(path) in str(info.value)
+    assert Predictor.from_workdir(run, calibrated=False).inference == Workdir(run).read_config().inference
+    assert evaluate.main([f"--workdir={run}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path} is not valid JSON") and err.count("\n") == 1

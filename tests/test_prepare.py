@@ -3,6 +3,7 @@
 import json
 import pickle
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -89,6 +90,10 @@ def test_prepare_custom_and_read_back(tmp_path, capsys):
     assert main([f"--stats={path}"]) == 0
     printed = capsys.readouterr().out.splitlines()
     assert printed[0].startswith("val: 2 images, ") and any(line.strip().startswith("person ") for line in printed)
+    (Path(path) / "stats.json").write_text('{"val": ')  # damaged: one line naming it
+    assert main([f"--stats={path}"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {Path(path) / 'stats.json'} is not valid JSON") and err.count("\n") == 1
 
 
 def test_prepare_coco_zips_and_make_datasets(tmp_path, capsys):

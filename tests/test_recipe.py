@@ -76,8 +76,12 @@ def test_small_and_large_datasets_and_objects():
 def test_more_classes():
     many = [{"id": i, "name": f"t{i}", "isthing": 1} for i in range(1, 41)]
     many += [{"id": 100 + i, "name": f"s{i}", "isthing": 0} for i in range(12)]
-    got = chosen(stats_of([(200, 300)], [20, 40], n=400, categories=many))
+    stats = stats_of([(200, 300)], [20, 40], n=400, per_image=40, categories=many)
+    assert len(stats["per_class"]) == 52 and stats["per_class"]["t40"]["segments"] == 400
+    got = chosen(stats)
     assert got["config"].data.image_size == (224, 320)
+    assert got["inference.max_instances"] == 60  # 1.5 x the 40 instances of every image
+    assert 4 * VoteGrid(got["grid"]).diameter >= 40 > 4 * VoteGrid(recipe.GRIDS[0]).diameter
 
 
 @pytest.mark.photos

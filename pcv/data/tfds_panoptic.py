@@ -241,7 +241,10 @@ def read_stats(path: str | os.PathLike) -> dict:
     file = folder / STATS_FILE
     if not file.exists():
         raise PanopticDataError(f"{file} not found: {folder} was prepared by an older pcv; prepare it again")
-    return json.loads(file.read_text())
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as e:
+        raise PanopticDataError(f"{file} is not valid JSON ({e}); prepare the dataset again") from None
 
 
 def _reasons(skipped: list[dict], limit: int = 3) -> str:
