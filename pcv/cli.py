@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from absl import flags
 
 from pcv import configs
-from pcv.errors import ConfigError, PcvError
+from pcv.errors import ConfigError, PcvError, one_line
 
 CONFIG_PREFIX = "--config."
 
@@ -162,13 +162,6 @@ def quiet_libraries(debug: bool) -> None:
     threading.excepthook = lambda a: None if stale_loop(a.exc_value) else thread_hook(a)
     sys.excepthook = lambda t, v, tb: None if stale_loop(v) else except_hook(t, v, tb)
     sys.unraisablehook = lambda a: None if stale_loop(a.exc_value) else unraisable_hook(a)
-
-
-def one_line(error: BaseException) -> str:
-    text = str(error).strip()
-    if isinstance(error, OSError) and error.filename and error.strerror:
-        text = f"{error.filename}: {error.strerror}"
-    return " ".join(text.split()) if text else type(error).__name__
 
 
 def expected(error: BaseException) -> bool:

@@ -9,6 +9,8 @@ expected. The classes that describe bad *values* also derive from
 
 from __future__ import annotations
 
+import re
+
 
 class PcvError(Exception):
     """An expected failure; its message is complete on one line."""
@@ -40,3 +42,31 @@ class DivergedError(PcvError, FloatingPointError):
 
 class MissingDependency(PcvError, ImportError):
     """An optional package is needed for this input (the message says which and how to install it)."""
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """``error`` as one line: what a command prints after ``error:``, and a cause quoted inside pcv's own messages.
+
+    - An OS error that names a file: ``<file>: <reason>`` (also when
+      TensorStore reports it inside its own message).
+    - pcv's errors, other OS errors and bad flags (complete messages): the
+      message, whitespace collapsed.
+    - Anything else, a library's error that may run over many lines and carry
+      a whole TensorStore spec: ``<type>: <first line>``, the spec left out,
+      cut at ``limit`` characters.
+    """
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    text = str(error).strip()
+    if not text:
+        return type(error).__name__
+    if isinstance(error, (PcvError, OSError)) or type(error).__module__.startswith("absl.flags"):
+        return " ".join(text.split())
+    text = text.splitlines()[0]
+    if "[tensorstore_spec=" in text:
+        text = text.split("[tensorstore_spec=")[0].strip()
+    found = re.search(r'"([^"]+)": (?:[^"\[]*: )?([^:"\[]+?) \[os_error_code', text)
+    if found:
+        return f"{found.group(1)}: {found.group(2)}"
+    text = f"{type(error).__name__}: {text}"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -5,7 +5,7 @@ r"""Score a trained checkpoint: ``python -m pcv.evaluate --workdir=...``.
     python -m pcv.evaluate --workdir=gs://bucket/run --config.inference.threshold=2.0
     python -m pcv.evaluate --workdir=... --out_dir=/tmp/eval --num_images=100
     python -m pcv.evaluate --workdir=... --report=8      # + report.json and worst.png: where it fails
-    python -m pcv.evaluate --workdir=... --calibrate     # choose the post-processing first (pcv.calibration)
+    python -m pcv.evaluate --workdir=... --calibrate     # choose the post-processing first (pcv.evaluation.calibration)
 
 It restores the checkpoint, predicts every image of the split (sharded over
 the devices and hosts), writes the predictions as COCO panoptic files to
@@ -20,7 +20,7 @@ COCO's results format). ``--report=N`` adds ``report.json``, every image's
 PQ and per-class TP / FP / FN from worst to best, and ``worst.png``, the N
 worst images as input | ground truth | prediction | heatmap. ``--config.data.*`` and ``--config.inference.*``
 change what is evaluated (not the model). The same files rescore with
-``python -m pcv.pq``. Library: :func:`pcv.evaluator.evaluate_workdir`.
+``python -m pcv.pq``. Library: :func:`pcv.evaluation.workdir_eval.evaluate_workdir`.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ import sys
 
 from absl import flags
 
-from pcv import cli, distributed
+from pcv import cli
 from pcv.config import Config, flat
 from pcv.errors import ConfigError
-from pcv.evaluator import evaluate_workdir
+from pcv.evaluation.workdir_eval import evaluate_workdir
+from pcv.runtime import distributed
 
 
 def main(argv=None) -> int:

@@ -3,7 +3,7 @@ r"""Export a trained model as a self-contained bundle: ``python -m pcv.export --
     python -m pcv.export --workdir=workdir/synthetic --out=/tmp/pcv_model
     python -m pcv.export --workdir=... --step=1000 --flip --platforms=cpu,cuda --out=model_dir
 
-The bundle (:mod:`pcv.portable`: ``bundle.json``, ``weights.safetensors``,
+The bundle (:mod:`pcv.inference.bundle`: ``bundle.json``, ``weights.safetensors``,
 ``forward.jax_export``, ``postprocess.jax_export``, ``pcv_portable.py``)
 holds the weights, the label space, the input geometry and post-processing
 settings (the work dir's calibrated ones when it has them), and the whole
@@ -30,137 +30,16 @@ this machine is left out and named.
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import os
-import shutil
 import sys
-import tempfile
-from collections.abc import Sequence
 from pathlib import Path
 
-import jax
-import numpy as np
 from absl import flags
 
-from pcv import __version__, cli, portable
-from pcv.data.batching import PAD_COLOR
-from pcv.errors import ConfigError, ExportError
-from pcv.geometry import OUTPUT_STRIDE
-from pcv.predictor import Predictor, forward_body, post_body
-from pcv.state import named_leaves
-from pcv.workdir import Workdir
-
-PLATFORMS = ("cpu", "cuda", "tpu")
-
-
-def _export(fn, args, platforms: Sequence[str], log) -> jax.export.Exported:
-    """``jax.export`` for as many of ``platforms`` as lower here (cpu must)."""
-    try:
-        return jax.export.export(jax.jit(fn), platforms=tuple(platforms))(*args)
-    except Exception as first:  # noqa: BLE001  (a lowering rule missing for one platform: try each)
-        if len(platforms) == 1:
-            raise ExportError(f"cannot export for {platforms[0]}: {type(first).__name__}: {first}") from first
-    kept = []
-    for platform in platforms:
-        try:
-            jax.export.export(jax.jit(fn), platforms=(platform,))(*args)
-            kept.append(platform)
-        except Exception as e:  # noqa: BLE001
-            log(f"not exported for {platform}: {type(e).__name__}: {str(e).splitlines()[0]}")
-    if "cpu" not in kept:
-        raise ExportError("cannot export for cpu")
-    return jax.export.export(jax.jit(fn), platforms=tuple(kept))(*args)
-
-
-def export_bundle(predictor: Predictor, out_dir, *, config=None, platforms=PLATFORMS, overwrite=False, log=print):
-    """Write ``predictor`` as a bundle into ``out_dir`` (module docstring); returns the manifest.
-
-    ``config``: the run's :class:`pcv.config.Config`, kept in the manifest
-    (provenance, and what ``--config.init_from`` reads). ``out_dir`` must
-    not hold a bundle already unless ``overwrite``.
-    """
-    out = Path(out_dir)
-    if (out / portable.MANIFEST).exists() and not overwrite:
-        raise ExportError(f"{out} already holds an exported model; pass --overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"{out} is a file, not a folder")
-    if "cpu" not in platforms:
-        raise ConfigError(f"--platforms={','.join(platforms)}: cpu must be one of them")
-    names, arrays, treedef = named_leaves(predictor.model_state)
-    hp, wp = predictor.geometry.pad_shape
-    image_spec = jax.ShapeDtypeStruct((1, hp, wp, 3), np.uint8)
-    weight_specs = [jax.ShapeDtypeStruct(a.shape, a.dtype) for a in arrays]
-    forward = forward_body(predictor.graphdef, predictor.grid, predictor.flip)
-    thing_mask = tuple(bool(t) for t in predictor.label_space.thing_mask)
-    post = post_body(predictor.grid, thing_mask, predictor.inference)
-
-    def network(weights, images):
-        return forward(jax.tree_util.tree_unflatten(treedef, weights), images)
-
-    def postprocess(semantic, votes):
-        return post(semantic, votes, (hp, wp))
-
-    logits = jax.eval_shape(network, weight_specs, image_spec)
-    exported_net = _export(network, (weight_specs, image_spec), platforms, log)
-    exported_post = _export(postprocess, (logits["semantic"], logits["votes"]), exported_net.platforms, log)
-
-    labels = predictor.label_space
-    geometry = predictor.geometry
-    manifest = {
-        "format": portable.FORMAT,
-        "version": portable.FORMAT_VERSION,
-        "pcv_version": __version__,
-        "jax_version": jax.__version__,
-        "step": predictor.step,
-        "platforms": list(exported_net.platforms),
-        "input": {"shape": [1, hp, wp, 3], "dtype": "uint8", "sizes": "fixed"},
-        "geometry": {
-            "short_side": geometry.short_side,
-            "max_size": geometry.max_size,
-            "pad_shape": list(geometry.pad_shape),
-            "fit_size": list(geometry.fit_size),
-            "pad_color": [int(c) for c in PAD_COLOR],
-            "output_stride": OUTPUT_STRIDE,
-        },
-        "labels": {
-            "categories": [dict(c) for c in labels.categories],
-            "category_ids": list(labels.category_ids),
-            "thing_mask": [bool(t) for t in labels.thing_mask],
-            "names": list(labels.names),
-        },
-        "inference": dataclasses.asdict(predictor.inference),
-        "flip": predictor.flip,
-        "grid": [list(level) for level in predictor.grid.spec],
-        "weights": names,
-        "config": config.to_dict() if config is not None else None,
-    }
-    # Everything is written into a fresh folder next to the target, which then replaces it whole.
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        from safetensors.numpy import save_file
-
-        host = jax.device_get(arrays)
-        save_file({n: np.ascontiguousarray(a) for n, a in zip(names, host)}, str(staging / portable.WEIGHTS))
-        (staging / portable.FORWARD).write_bytes(exported_net.serialize())
-        (staging / portable.POSTPROCESS).write_bytes(exported_post.serialize())
-        shutil.copyfile(portable.__file__, staging / portable.LOADER)
-        manifest["files"] = {
-            name: portable.sha256(staging / name) for name in (portable.WEIGHTS, portable.FORWARD, portable.POSTPROCESS)
-        }
-        (staging / portable.MANIFEST).write_text(json.dumps(manifest, indent=1))
-        umask = os.umask(0)
-        os.umask(umask)
-        for f in staging.iterdir():  # mkdtemp's and safetensors' private modes -> the usual ones
-            f.chmod(0o666 & ~umask)
-        staging.chmod(0o777 & ~umask)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return manifest
+from pcv import cli
+from pcv.errors import ConfigError
+from pcv.inference.export import PLATFORMS, export_bundle
+from pcv.inference.predictor import Predictor
+from pcv.runtime.workdir import Workdir
 
 
 def main(argv=None) -> int:

@@ -18,7 +18,8 @@ from absl import flags
 from pcv import cli
 from pcv.errors import ConfigError
 from pcv.evaluation.pq import format_table, pq_compute
-from pcv.workdir import as_path, write_json
+from pcv.runtime.files import write_json
+from pcv.runtime.paths import as_path
 
 
 def main(argv=None) -> int:

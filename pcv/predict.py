@@ -25,104 +25,15 @@ skipped; the exit code is 1 only when no image could be read.
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Sequence
-from pathlib import Path
 
 from absl import flags
 
-from pcv import cli, viz
-from pcv.errors import ConfigError, DataError
-from pcv.evaluation.coco_files import CocoPanopticWriter
-from pcv.predictor import Predictor, read_image
-from pcv.workdir import PREDICT, as_path, write_atomic, write_json
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-
-
-def collect_images(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], list[tuple[str, str]]]:
-    """``(image files, problems)``: files as given, folders expanded to their images (sorted).
-
-    ``problems`` lists ``(path, reason)`` for paths that do not exist and
-    folders with no images.
-    """
-    files, problems = [], []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            found = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-            if not found:
-                problems.append((str(path), f"folder has no {'/'.join(IMAGE_SUFFIXES)} files"))
-            files.extend(found)
-        elif path.is_file():
-            files.append(path)
-        else:
-            problems.append((str(path), "no such file or folder"))
-    return files, problems
-
-
-def _unique_stem(path: Path, used: set[str]) -> str:
-    stem, n = path.stem, 1
-    while stem in used:  # same name in two folders
-        stem, n = f"{path.stem}_{n}", n + 1
-    used.add(stem)
-    return stem
-
-
-def predict_paths(
-    predictor: Predictor, paths: Sequence[str | os.PathLike], out_dir, *, heatmap: bool = False, log=print, warn=None
-) -> dict:
-    """Predict every readable image under ``paths`` and write the outputs (module docstring).
-
-    Returns ``{"predicted": [{"file", "stem", "segments_info", "height",
-    "width"}], "skipped": [(path, reason)], "predictions_json": path}``.
-    """
-    warn = warn or (lambda msg: print(msg, file=sys.stderr))
-    out = as_path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    files, skipped = collect_images(paths)
-    for path, reason in skipped:
-        warn(f"skipping {path}: {reason}")
-    categories = [dict(c) for c in predictor.label_space.categories]
-    writer = CocoPanopticWriter(
-        out, categories, png_folder=".", info={"description": f"pcv predictions, step {predictor.step}"}
-    )
-    predicted, used = [], set()
-    for path in files:
-        try:
-            rgb = read_image(path)
-        except DataError as e:
-            warn(f"skipping {e}")
-            skipped.append((str(path), str(e)))
-            continue
-        result = predictor(rgb)
-        stem = _unique_stem(path, used)
-        h, w = rgb.shape[:2]
-        writer.add(stem, len(predicted), result.ids, result.segments_info, file_name=path.name)
-        write_json(
-            out / f"{stem}.json",
-            {"file_name": str(path), "height": h, "width": w, "segments_info": result.segments_info},
-        )
-        fig = viz.overlay(rgb, result.ids, result.segments_info, categories, title=path.name)
-        write_atomic(out / f"{stem}_overlay.png", viz.figure_png(fig))
-        if heatmap:
-            fig = viz.heatmap(
-                rgb,
-                result.heatmap,
-                peaks=result.peaks,
-                valid=result.instance_valid,
-                scale=result.scale,
-                title=f"{path.name}: vote heatmap",
-            )
-            write_atomic(out / f"{stem}_heatmap.png", viz.figure_png(fig))
-        predicted.append(
-            {"file": str(path), "stem": stem, "segments_info": result.segments_info, "height": h, "width": w}
-        )
-        things = sum(s["isthing"] for s in result.segments_info)
-        log(f"{path}: {things} instance(s), {len(result.segments_info) - things} stuff segment(s) -> {out / stem}.png")
-    files_written = writer.close()
-    return {"predicted": predicted, "skipped": skipped, "predictions_json": str(files_written["json"])}
+from pcv import cli
+from pcv.errors import ConfigError
+from pcv.inference.predict_files import predict_paths
+from pcv.inference.predictor import Predictor
+from pcv.runtime.workdir import PREDICT
 
 
 def main(argv=None) -> int:

@@ -7,7 +7,7 @@ r"""ImageNet backbone weight files: ``python -m pcv.pretrained convert|check ...
 checkpoint) into a safetensors file that loads without torch; ``check``
 loads a file into the backbone and reports what was loaded and ignored,
 or every missing, unexpected and mis-shaped name. Library:
-:mod:`pcv.models.pretrained`.
+:mod:`pcv.models.weights`.
 """
 
 from __future__ import annotations
@@ -34,15 +34,15 @@ def main(argv=None) -> int:
     flags.DEFINE_bool("verbose", False, "check: list the ignored names.", short_name="v", flag_values=fv)
 
     def program(args, overrides):
-        from pcv.models import pretrained
+        from pcv.models import weights
 
         command, rest = (args[1], args[2:]) if len(args) > 1 else (None, [])
         if command == "convert" and len(rest) == 2:
             source, output = rest
             if Path(output).suffix.lower() != ".safetensors":
                 raise ConfigError(f"output {output} should end in .safetensors")
-            tensors = pretrained.load_state_dict(source)
-            pretrained.write_safetensors(output, tensors, {"format": "pt", "source": Path(source).name})
+            tensors = weights.load_state_dict(source)
+            weights.write_safetensors(output, tensors, {"format": "pt", "source": Path(source).name})
             print(f"wrote {len(tensors)} tensors to {output}")
             return 0
         if command == "check" and len(rest) == 1:
@@ -51,7 +51,7 @@ def main(argv=None) -> int:
             from pcv.models import build_backbone
 
             backbone = nnx.eval_shape(lambda: build_backbone(fv.backbone, norm=fv.norm, rngs=nnx.Rngs(0)))
-            report = pretrained.load_backbone(backbone, rest[0], prefix=fv.prefix)
+            report = weights.load_backbone(backbone, rest[0], prefix=fv.prefix)
             print(report)
             if fv.verbose:
                 print("ignored:", *report.ignored, sep="\n  ")

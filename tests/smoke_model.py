@@ -28,10 +28,10 @@ def smoke_config(**overrides):
 
 def train_smoke(workdir) -> dict:
     """Train 4 steps (checkpoints at 2 and 4) with 4 validation images; returns the trainer's results."""
-    from pcv import train
+    from pcv.training.trainer import train_and_evaluate
 
     config = smoke_config(steps=4, checkpoint_every=2, **{"data.num_val": 4})
-    return train.train_and_evaluate(config, str(workdir), log=lambda *a, **k: None)
+    return train_and_evaluate(config, str(workdir), log=lambda *a, **k: None)
 
 
 def run_command(module: str, *args, env=None, timeout=300, **kwargs) -> subprocess.CompletedProcess:
@@ -82,7 +82,7 @@ def voting_model_state(model_state, seed: int = 0):
 
 def voting_predictor(workdir):
     """:func:`voting_model_state` in a :class:`pcv.Predictor` of the smoke work dir, threshold 1.0."""
-    from pcv.predictor import Predictor
+    from pcv.inference.predictor import Predictor
 
     predictor = Predictor.from_workdir(workdir, inference={"threshold": 1.0})
     return predictor.replace(model_state=voting_model_state(predictor.model_state))

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from pcv import bench
+from pcv.benchmarks.voting import bench_memory, bench_scaling
 
 
 def test_bench_voting_tiny(tmp_path, capsys):
@@ -65,7 +66,7 @@ def test_bench_pipeline_small(tmp_path, capsys):
 
 def test_bench_scaling_and_memory_tiny():
     small = ((1, 1), (3, 1))
-    rows = bench.bench_scaling(1, sizes=((16, 24), (32, 48)), grids=(small,), at=(16, 24), size_grid=small)
+    rows = bench_scaling(1, sizes=((16, 24), (32, 48)), grids=(small,), at=(16, 24), size_grid=small)
     assert [(r["what"], r["map"], r["K"]) for r in rows] == [
         ("inference", "16x24", 17),
         ("aggregation", "16x24", 17),
@@ -77,6 +78,6 @@ def test_bench_scaling_and_memory_tiny():
         parts = r["arguments_mib"] + r["outputs_mib"] + r["temporaries_mib"]
         assert r["peak_mib"] == pytest.approx(parts, abs=2e-3) and r["arguments_mib"] > 0 and r["ms"] > 0
     assert rows[2]["peak_mib"] > rows[0]["peak_mib"]
-    plain, full = bench.bench_memory(["tiny"], train_sizes=())
+    plain, full = bench_memory(["tiny"], train_sizes=())
     assert (plain["what"], full["what"]) == ("inference", "inference, full resolution")
     assert full["peak_mib"] > plain["peak_mib"] > plain["arguments_mib"] > 0

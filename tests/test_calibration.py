@@ -8,15 +8,16 @@ import jax
 import numpy as np
 import pytest
 
-from pcv import calibration
 from pcv.config import InferenceConfig
-from pcv.data import make_datasets
+from pcv.data.datasets import make_datasets
 from pcv.errors import ConfigError, WorkdirError
-from pcv.evaluator import Evaluator, evaluate_workdir
-from pcv.inference import panoptic_inference
-from pcv.predictor import Predictor
+from pcv.evaluation import calibration
+from pcv.evaluation.evaluator import Evaluator
+from pcv.evaluation.workdir_eval import evaluate_workdir
+from pcv.inference.postprocess import panoptic_inference
+from pcv.inference.predictor import Predictor
+from pcv.runtime.workdir import CALIBRATION, Workdir
 from pcv.voting import VoteGrid
-from pcv.workdir import CALIBRATION, Workdir
 
 from smoke_model import voting_model_state
 
@@ -94,12 +95,12 @@ def few_candidates(monkeypatch):
 
 
 def test_a_run_with_held_out_images_is_calibrated_and_everything_uses_it(tmp_path, few_candidates):
-    from pcv import train
+    from pcv.training.trainer import train_and_evaluate
 
     from smoke_model import smoke_config
 
     config = smoke_config(steps=4, checkpoint_every=4, **{"data.num_val": 4, "data.calibration_images": 4})
-    results = train.train_and_evaluate(config, str(tmp_path / "run"), log=lambda *a, **k: None)
+    results = train_and_evaluate(config, str(tmp_path / "run"), log=lambda *a, **k: None)
     stored = json.loads((tmp_path / "run" / CALIBRATION).read_text())
     assert results["calibration"]["chosen"] == stored["chosen"]
     assert stored["split"] == "calibration" and stored["num_images"] == 4

@@ -5,14 +5,15 @@ import json
 
 import pytest
 
-from pcv import cli, configs, train
+from pcv import cli, configs
 from pcv import config as config_lib
 from pcv.config import Config, DataConfig, InferenceConfig
 from pcv.data.coco_panoptic import custom
 from pcv.data.tfds_panoptic import prepare_panoptic
 from pcv.data.transforms import EvalGeometry
 from pcv.errors import ConfigError
-from pcv.evaluator import evaluate_workdir
+from pcv.evaluation.workdir_eval import evaluate_workdir
+from pcv.training.trainer import train_and_evaluate
 from pcv.voting import DEFAULT_GRID, VoteGrid
 
 from shared_data import SAMPLE
@@ -120,7 +121,7 @@ def test_custom_recipe_end_to_end(tmp_path):
     config.steps, config.checkpoint_every, config.optimizer.warmup_steps = 2, 2, 1
     config.grid = ((1, 1), (3, 1))
     workdir = tmp_path / "run"
-    results = train.train_and_evaluate(config, str(workdir), log=lambda *a: None)
+    results = train_and_evaluate(config, str(workdir), log=lambda *a: None)
     assert results["step"] == 2
     # PQ over the sample's real COCO category ids (untrained, so no quality claim).
     coco_ids = {c["id"] for c in json.loads((SAMPLE / "categories.json").read_text())}

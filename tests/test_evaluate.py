@@ -7,15 +7,17 @@ import numpy as np
 import pytest
 
 from pcv.config import DataConfig
-from pcv.data import SyntheticPanoptic, make_datasets
+from pcv.data import SyntheticPanoptic
 from pcv.data.batching import PAD_COLOR
+from pcv.data.datasets import make_datasets
 from pcv.data.transforms import EvalGeometry, to_original
 from pcv.errors import CheckpointError, ConfigError, WorkdirError
 from pcv.evaluation import pq_compute, read_id_png
-from pcv.evaluator import Evaluator, evaluate_workdir
+from pcv.evaluation.evaluator import Evaluator
+from pcv.evaluation.workdir_eval import evaluate_workdir
+from pcv.inference.predictor import Predictor
 from pcv.pq import main as pq_main
-from pcv.predictor import Predictor
-from pcv.workdir import Workdir
+from pcv.runtime.workdir import Workdir
 
 from smoke_model import run_command
 

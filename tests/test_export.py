@@ -9,13 +9,16 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from pcv import export, portable
+from pcv import export
 from pcv.errors import ExportError
-from pcv.predictor import read_image
-from pcv.workdir import Workdir
+from pcv.inference import bundle as bundle_lib
+from pcv.inference import export as export_lib
+from pcv.inference.export import export_bundle
+from pcv.inference.predict_files import read_image
+from pcv.runtime.workdir import Workdir
 
 from shared_data import SAMPLE
-from smoke_model import ROOT, voting_predictor
+from smoke_model import voting_predictor
 
 pytestmark = pytest.mark.photos  # runs on the sample photographs (real or stand-in)
 
@@ -25,7 +28,10 @@ PHOTOS = sorted((SAMPLE / "images").glob("*.jpg"))
 # work-dir code, Flax and the training libraries.
 NOT_NEEDED = (
     "flax,optax,orbax,grain,tensorflow,tensorflow_datasets,ml_collections,"
-    "pcv.models,pcv.data,pcv.train,pcv.state,pcv.predictor,pcv.evaluator,pcv.workdir,pcv.inference,pcv.voting"
+    "pcv.models,pcv.training,pcv.evaluation,pcv.runtime,pcv.voting,pcv.viz,pcv.config,"
+    "pcv.inference.predictor,pcv.inference.postprocess,pcv.inference.export,pcv.inference.predict_files,"
+    "pcv.data.panoptic,pcv.data.coco_panoptic,pcv.data.tfds_panoptic,pcv.data.synthetic,pcv.data.transforms,"
+    "pcv.data.batching,pcv.data.pipeline,pcv.data.targets,pcv.data.datasets,pcv.data.stats,pcv.data.coco_files"
 )
 
 CHILD = r"""
@@ -75,7 +81,7 @@ def predictor(smoke_workdir):
 def bundle(predictor, smoke_workdir, tmp_path_factory):
     out = tmp_path_factory.mktemp("export") / "model"
     config = Workdir(smoke_workdir).read_config()
-    export.export_bundle(predictor, out, config=config, log=lambda *a: None)
+    export_bundle(predictor, out, config=config, log=lambda *a: None)
     return out
 
 
@@ -96,23 +102,35 @@ def test_an_exported_model_gives_the_predictors_answer_without_pcvs_code(predict
         for i, result in enumerate(expected):
             np.testing.assert_array_equal(ids[f"{way}_{i}"], result.ids, err_msg=f"{way}, {PHOTOS[i].name}")
             assert child["segments"][way][i] == result.segments_info
-    # Only pcv's package root and its error classes were imported; no Flax, no training code.
-    assert child["modules"] == ["pcv", "pcv.errors", "pcv.portable"]
+    # Only the loader's modules (and the packages holding them) were imported; no Flax, no training code.
+    assert child["modules"] == [
+        "pcv",
+        "pcv.data",
+        "pcv.data.resize",
+        "pcv.errors",
+        "pcv.inference",
+        "pcv.inference.bundle",
+        "pcv.inference.segments",
+    ]
     assert "platforms ('cpu', 'cuda', 'tpu')" in child["repr"]
 
 
 def test_the_manifest_says_what_the_model_is(predictor, bundle, smoke_workdir):
-    manifest = json.loads((bundle / portable.MANIFEST).read_text())
+    manifest = json.loads((bundle / bundle_lib.MANIFEST).read_text())
     assert manifest["labels"]["names"] == list(predictor.label_space.names)
     assert manifest["inference"]["threshold"] == 1.0 and manifest["step"] == predictor.step
     assert manifest["input"] == {"shape": [1, *predictor.geometry.pad_shape, 3], "dtype": "uint8", "sizes": "fixed"}
     assert manifest["config"] == Workdir(smoke_workdir).read_config().to_dict()
     # The numpy reader of the bundle reads what the safetensors library wrote.
-    ours, theirs = portable.read_safetensors(bundle / portable.WEIGHTS), load_file(bundle / portable.WEIGHTS)
+    ours, theirs = bundle_lib.read_safetensors(bundle / bundle_lib.WEIGHTS), load_file(bundle / bundle_lib.WEIGHTS)
     assert list(ours) == manifest["weights"] and set(ours) == set(theirs)
     for name in theirs:
         np.testing.assert_array_equal(ours[name], theirs[name])
-    assert (bundle / portable.LOADER).read_text() == (ROOT / "pcv" / "portable.py").read_text()
+    loader = (bundle / bundle_lib.LOADER).read_text()
+    assert loader == export_lib.loader_source()
+    # One file: the loader with the host-side code it uses pasted in front, and no import of pcv's modules.
+    assert all(f"\ndef {name}(" in loader for name in ("resize_and_pad", "to_original", "to_coco_panoptic", "finish"))
+    assert "class ExportedModel" in loader and "from pcv.data" not in loader and "from pcv.inference" not in loader
 
 
 def _damaged(bundle, tmp_path, name):
@@ -136,22 +154,22 @@ def _damaged(bundle, tmp_path, name):
 )
 def test_a_damaged_bundle_is_one_clear_error(bundle, tmp_path, damage, message):
     copy = _damaged(bundle, tmp_path, damage)
-    weights = copy / portable.WEIGHTS
-    manifest = json.loads((copy / portable.MANIFEST).read_text())
+    weights = copy / bundle_lib.WEIGHTS
+    manifest = json.loads((copy / bundle_lib.MANIFEST).read_text())
 
     def rewrite_weights(tensors):
         save_file(tensors, str(weights))
-        manifest["files"][portable.WEIGHTS] = portable.sha256(weights)
-        (copy / portable.MANIFEST).write_text(json.dumps(manifest))
+        manifest["files"][bundle_lib.WEIGHTS] = bundle_lib.sha256(weights)
+        (copy / bundle_lib.MANIFEST).write_text(json.dumps(manifest))
 
     if damage == "no_manifest":
-        (copy / portable.MANIFEST).unlink()
+        (copy / bundle_lib.MANIFEST).unlink()
     elif damage == "bad_manifest":
-        (copy / portable.MANIFEST).write_text("{ not json")
+        (copy / bundle_lib.MANIFEST).write_text("{ not json")
     elif damage == "other_json":
-        (copy / portable.MANIFEST).write_text('{"images": []}')
+        (copy / bundle_lib.MANIFEST).write_text('{"images": []}')
     elif damage == "no_forward":
-        (copy / portable.FORWARD).unlink()
+        (copy / bundle_lib.FORWARD).unlink()
     elif damage == "changed_weights":
         data = bytearray(weights.read_bytes())
         data[-1] ^= 0xFF
@@ -167,7 +185,7 @@ def test_a_damaged_bundle_is_one_clear_error(bundle, tmp_path, damage, message):
     elif damage == "not_a_folder":
         shutil.rmtree(copy)
     with pytest.raises(ExportError, match=message) as caught:
-        portable.load_exported(copy)
+        bundle_lib.load_exported(copy)
     assert "\n" not in str(caught.value)
 
 
@@ -176,7 +194,7 @@ def test_the_command_exports_and_refuses_to_overwrite(smoke_workdir, tmp_path, c
     args = [f"--workdir={smoke_workdir}", f"--out={out}", "--platforms=cpu", "--config.inference.threshold=2.5"]
     assert export.main(args) == 0
     assert "exported step 4 for cpu" in capsys.readouterr().out
-    manifest = json.loads((out / portable.MANIFEST).read_text())
+    manifest = json.loads((out / bundle_lib.MANIFEST).read_text())
     assert manifest["platforms"] == ["cpu"] and manifest["inference"]["threshold"] == 2.5
     assert export.main(args) == 1
     err = capsys.readouterr().err.strip()

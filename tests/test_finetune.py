@@ -4,15 +4,17 @@ import jax
 import numpy as np
 import pytest
 
-from pcv import export, finetune, train
-from pcv import state as state_lib
 from pcv.data.panoptic import LabelSpace
 from pcv.data.synthetic import CATEGORIES
 from pcv.errors import ConfigError
-from pcv.predictor import Predictor
+from pcv.inference.export import export_bundle
+from pcv.inference.predictor import Predictor
+from pcv.models import build
 from pcv.prepare import main as prepare_main
+from pcv.runtime.workdir import Workdir
+from pcv.training import finetune
+from pcv.training.trainer import train_and_evaluate
 from pcv.voting import VoteGrid
-from pcv.workdir import Workdir
 
 from shared_data import SAMPLE
 from smoke_model import smoke_config
@@ -23,7 +25,7 @@ HEAD = "params.semantic_head.kernel"
 def fresh_state(config, labels: LabelSpace, grid=None, seed=1):
     """A model state of the config's network for ``labels``, filled with random numbers (no compile)."""
     grid = VoteGrid(grid or config.grid)
-    _, abstract = state_lib.abstract_model(config.model, labels.num_classes, grid)
+    _, abstract = build.abstract_model(config.model, labels.num_classes, grid)
     rng = np.random.default_rng(seed)
     return jax.tree.map(lambda x: rng.normal(size=x.shape).astype(x.dtype), abstract)
 
@@ -39,8 +41,8 @@ def test_onto_the_demo_with_classes_removed_and_added(smoke_workdir, source):
     labels = LabelSpace([*kept, {"id": 20, "name": "hexagon", "isthing": 1}])
     state = fresh_state(config, labels)
     new, record = finetune.transfer(state, source, labels.names)
-    names, leaves, _ = state_lib.named_leaves(new)
-    _, old_leaves, _ = state_lib.named_leaves(state)
+    names, leaves, _ = build.named_leaves(new)
+    _, old_leaves, _ = build.named_leaves(state)
     fresh = dict(zip(names, old_leaves))
     got = dict(zip(names, leaves))
     # Everything but the semantic head is the trained model's, the vote head included (same grid).
@@ -64,7 +66,7 @@ def test_onto_the_demo_with_classes_removed_and_added(smoke_workdir, source):
 
 def test_an_exported_bundle_and_another_grid(smoke_workdir, source, tmp_path):
     predictor = Predictor.from_workdir(smoke_workdir)
-    export.export_bundle(predictor, tmp_path / "model", platforms=("cpu",), log=lambda *a: None)
+    export_bundle(predictor, tmp_path / "model", platforms=("cpu",), log=lambda *a: None)
     bundle = finetune.read_source(f"{tmp_path / 'model'}:4")
     assert bundle.class_names == source.class_names and bundle.step == 4
     config = Workdir(smoke_workdir).read_config()
@@ -105,7 +107,7 @@ def test_fine_tune_the_demo_model_on_the_coco_sample(smoke_workdir, tmp_path, ca
         **{"data.name": "panoptic", "data.data_dir": prepared, "data.train_split": "val", "num_panel_images": 0},
     )
     lines = []
-    results = train.train_and_evaluate(config, str(tmp_path / "run"), log=lambda *a, **k: lines.append(a[0]))
+    results = train_and_evaluate(config, str(tmp_path / "run"), log=lambda *a, **k: lines.append(a[0]))
     start = lines.index(next(line for line in lines if line.startswith("init_from")))
     assert lines[start] == f"init_from work dir {smoke_workdir} step 2: copied 137 of 139 variables"
     # No COCO class is called like a demo class ("grass" is "grass-merged" there).
@@ -114,10 +116,10 @@ def test_fine_tune_the_demo_model_on_the_coco_sample(smoke_workdir, tmp_path, ca
         "the source's disc, square, triangle, ring, grass ... not in this label space"
     )
     assert lines[start + 2].startswith("  re-initialised params.semantic_head.bias: no class of the same name")
-    assert results["step"] == 3 and Workdir(tmp_path / "run").read_label_space().num_classes == 133
+    assert results["step"] == 3 and len(Workdir(tmp_path / "run").read_categories()) == 133
     # A restart resumes from the run's own checkpoint and does not read init_from again
     # (results.json removed: as if the run had stopped after its last save).
     (tmp_path / "run" / "results.json").unlink()
     lines.clear()
-    train.train_and_evaluate(config, str(tmp_path / "run"), log=lambda *a, **k: lines.append(a[0]))
+    train_and_evaluate(config, str(tmp_path / "run"), log=lambda *a, **k: lines.append(a[0]))
     assert not any(line.startswith("init_from") for line in lines) and any("resumed from step 3" in x for x in lines)

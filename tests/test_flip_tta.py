@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pcv.inference import InferenceConfig, flip_tta, mean_probs_log, mirror_outputs, panoptic_inference
+from pcv.config import InferenceConfig
+from pcv.inference.postprocess import flip_tta, mean_probs_log, mirror_outputs, panoptic_inference
 from pcv.voting import VoteGrid, aggregate_votes
 
 GRID = VoteGrid(((1, 1), (3, 1)))  # K = 17

@@ -8,15 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pcv.inference import (
-    InferenceConfig,
-    connected_components,
-    panoptic_inference,
-    peak_regions,
-    resize_nearest,
-    to_coco_panoptic,
-)
-from pcv.targets import make_targets
+from pcv.config import InferenceConfig
+from pcv.data.targets import make_targets
+from pcv.inference.postprocess import connected_components, panoptic_inference, peak_regions, resize_nearest
+from pcv.inference.segments import to_coco_panoptic
 from pcv.voting import DEFAULT_GRID, SMALL_GRID
 
 THING = [True, True, False, False]  # classes 0, 1 things; 2, 3 stuff
@@ -316,7 +311,7 @@ def test_full_resolution_at_the_map_size_is_the_map_algorithm(top_t):
 
 def test_full_resolution_choices_are_those_of_the_bilinearly_upsampled_logits():
     """Semantic class and abstaining as the upsampled logits decide them; the bin among the neighbours' bins."""
-    from pcv.inference import _axis_samples, _fine_votes_and_labels
+    from pcv.inference.postprocess import _axis_samples, _fine_votes_and_labels
 
     rng = np.random.default_rng(0)
     h, w, k = 10, 14, SMALL_GRID.num_bins

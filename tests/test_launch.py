@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pcv import distributed
-from pcv.distributed import LaunchError, plan
+from pcv.runtime import distributed
+from pcv.runtime.distributed import LaunchError, plan
 
 from smoke_model import ROOT
 

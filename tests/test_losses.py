@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pcv.losses import EPS, pcv_loss, weighted_cross_entropy
+from pcv.training.losses import EPS, pcv_loss, weighted_cross_entropy
 
 
 def numpy_wce(logits, labels, weights):

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 from pcv.evaluation import metrics, read_id_png
+from pcv.evaluation.evaluator import Evaluator
 from pcv.evaluation.pq import format_table, pq_image_stats
-from pcv.evaluator import Evaluator, evaluate_workdir, worst_first
+from pcv.evaluation.report import worst_first
+from pcv.evaluation.workdir_eval import evaluate_workdir
 
 from shared_data import REPO_SAMPLE
 from smoke_model import voting_predictor
@@ -102,8 +104,8 @@ def test_the_coco_sample_scored_against_itself():
 
 @pytest.fixture(scope="module")
 def evaluator_with_files(smoke_workdir, tmp_path_factory):
-    from pcv.data import make_datasets
-    from pcv.workdir import Workdir
+    from pcv.data.datasets import make_datasets
+    from pcv.runtime.workdir import Workdir
 
     predictor = voting_predictor(smoke_workdir)
     dataset = make_datasets(Workdir(smoke_workdir).read_config().data).val

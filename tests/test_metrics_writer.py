@@ -15,18 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from pcv.metrics_writer import (
-    EtaTimer,
-    JsonlWriter,
-    MetricWriter,
-    ProgressBar,
-    format_duration,
-    format_train_line,
-    progress,
-    read_jsonl,
-    to_float,
-    to_step,
-)
+from pcv.runtime.console import EtaTimer, ProgressBar, format_duration, format_train_line, progress
+from pcv.runtime.metrics import JsonlWriter, MetricWriter, read_jsonl, to_float, to_step
 
 
 def tensorboard_events(logdir):

@@ -20,10 +20,10 @@ import jax
 import numpy as np
 import pytest
 
-from pcv import train
 from pcv.errors import WorkdirError
-from pcv.evaluator import evaluate_workdir
-from pcv.predictor import Predictor
+from pcv.evaluation.workdir_eval import evaluate_workdir
+from pcv.inference.predictor import Predictor
+from pcv.training.trainer import train_and_evaluate
 
 from smoke_model import ROOT, reaped, smoke_config
 
@@ -102,7 +102,7 @@ def test_two_hosts_preempted_and_relaunched_train_and_evaluate_like_one_process(
     overrides = {"data.num_val": 4, "optimizer.learning_rate": 0.005}
     config = smoke_config(num_devices=4, steps=8, log_every=1, checkpoint_every=1000, **overrides)
     with pytest.raises(WorkdirError, match=r"written by 2 host\(s\), resumed by 1: relaunch with 2"):
-        train.train_and_evaluate(config, str(tmp_path / "two"), log=quiet)  # one host: refused, nothing touched
+        train_and_evaluate(config, str(tmp_path / "two"), log=quiet)  # one host: refused, nothing touched
     assert sorted(int(p.name) for p in (tmp_path / "two" / "checkpoints").iterdir() if p.name.isdigit()) == saved
 
     # The relaunch resumes there and finishes, evaluating with each host predicting half the split.
@@ -114,7 +114,7 @@ def test_two_hosts_preempted_and_relaunched_train_and_evaluate_like_one_process(
     two = json.loads((tmp_path / "two" / "results.json").read_text())
 
     # One process on 4 devices, never interrupted, trains the same model.
-    one = train.train_and_evaluate(config, str(tmp_path / "one"), log=quiet)
+    one = train_and_evaluate(config, str(tmp_path / "one"), log=quiet)
     assert two["train_loss"] == pytest.approx(one["train_loss"], rel=1e-4)
     losses = [
         [row["loss"] for row in map(json.loads, (tmp_path / run / "metrics.jsonl").open()) if "loss" in row]

@@ -19,15 +19,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pcv.data import id2rgb, rgb2id
 from pcv.evaluation import (
     PQInputError,
     PQStat,
     PQStatCat,
     format_table,
-    id2rgb,
     pq_compute,
     pq_image_stats,
-    rgb2id,
 )
 from pcv.pq import main as pq_command
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcv import predict
 from pcv.errors import DataError
 from pcv.evaluation import read_id_png
-from pcv.predictor import Predictor, read_image
+from pcv.inference.predict_files import collect_images, predict_paths, read_image
+from pcv.inference.predictor import Predictor
 
 from shared_data import SAMPLE
 from smoke_model import run_command
@@ -44,7 +44,7 @@ def quiet(*args, **kwargs):
 def test_sample_photos_and_a_corrupt_file(predictor, corrupt, tmp_path):
     out = tmp_path / "out"
     warnings = []
-    summary = predict.predict_paths(predictor, [IMAGES, corrupt], out, heatmap=True, log=quiet, warn=warnings.append)
+    summary = predict_paths(predictor, [IMAGES, corrupt], out, heatmap=True, log=quiet, warn=warnings.append)
     photos = sorted(IMAGES.glob("*.jpg"))
     assert [p["file"] for p in summary["predicted"]] == [str(p) for p in photos]
     assert [p for p, _ in summary["skipped"]] == [str(corrupt)]
@@ -79,7 +79,7 @@ def test_odd_sizes_grey_alpha_and_16_bit_images(predictor, tmp_path):
     deep = (np.linspace(0, 65535, 48 * 64).reshape(48, 64)).astype(np.uint16)
     Image.fromarray(deep).save(folder / "wide16.png")  # mode I;16
     (folder / "notes.txt").write_text("not an image, and not picked up from a folder")
-    summary = predict.predict_paths(predictor, [folder], tmp_path / "out", log=quiet, warn=quiet)
+    summary = predict_paths(predictor, [folder], tmp_path / "out", log=quiet, warn=quiet)
     assert [(p["height"], p["width"]) for p in summary["predicted"]] == [(37, 101), (90, 20), (48, 64)]
     assert summary["skipped"] == []
     assert read_id_png(tmp_path / "out" / "tall.png").shape == (90, 20)
@@ -94,16 +94,14 @@ def test_same_names_in_two_folders_do_not_overwrite(predictor, tmp_path):
     for sub in ("a", "b"):
         (tmp_path / sub).mkdir()
         Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(tmp_path / sub / "x.png")
-    summary = predict.predict_paths(
-        predictor, [tmp_path / "a", tmp_path / "b"], tmp_path / "out", log=quiet, warn=quiet
-    )
+    summary = predict_paths(predictor, [tmp_path / "a", tmp_path / "b"], tmp_path / "out", log=quiet, warn=quiet)
     assert [p["stem"] for p in summary["predicted"]] == ["x", "x_1"]
 
 
 def test_read_image_and_collect_name_the_problem(corrupt, tmp_path):
     with pytest.raises(DataError, match="broken.jpg"):
         read_image(corrupt)
-    files, problems = predict.collect_images([tmp_path / "missing.jpg", tmp_path / "inputs"])
+    files, problems = collect_images([tmp_path / "missing.jpg", tmp_path / "inputs"])
     assert files == [corrupt]
     assert problems == [(str(tmp_path / "missing.jpg"), "no such file or folder")]
 
@@ -125,7 +123,7 @@ def test_instances_carry_their_scores_into_the_json(run, tmp_path):
     from smoke_model import voting_predictor
 
     photo = sorted(IMAGES.glob("*.jpg"))[0]
-    summary = predict.predict_paths(voting_predictor(run), [photo], tmp_path, log=quiet)
+    summary = predict_paths(voting_predictor(run), [photo], tmp_path, log=quiet)
     segments = json.loads((tmp_path / f"{photo.stem}.json").read_text())["segments_info"]
     assert segments == summary["predicted"][0]["segments_info"]
     things = [s for s in segments if s["isthing"]]

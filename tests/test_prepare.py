@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from pcv.config import DataConfig
-from pcv.data import make_datasets
 from pcv.data.coco_panoptic import PanopticDataError, custom
+from pcv.data.datasets import make_datasets
 from pcv.data.tfds_panoptic import PreparedPanoptic, find_prepared, prepare_panoptic, read_stats
 from pcv.errors import ConfigError
 from pcv.prepare import main

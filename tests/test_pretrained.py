@@ -20,7 +20,8 @@ from flax import nnx
 
 from pcv import configs
 from pcv.models import Frozen, PCVNet, build_backbone, torchvision_key
-from pcv.models.pretrained import (
+from pcv.models.resnet import max_pool_3x3_s2
+from pcv.models.weights import (
     CorruptFileError,
     LoadReport,
     WeightMismatchError,
@@ -31,7 +32,6 @@ from pcv.models.pretrained import (
     read_torch_state_dict,
     write_safetensors,
 )
-from pcv.models.resnet import max_pool_3x3_s2
 from pcv.pretrained import main
 
 C, K = 5, 17
@@ -373,8 +373,8 @@ def test_build_model_loads_config_model_pretrained_into_pcvnet(small_file, tmp_p
     """build_model passes config.model.pretrained to PCVNet(pretrained=...), which loads it at init."""
     from pcv import config as config_lib
     from pcv.errors import ConfigError
-    from pcv.state import build_model
-    from pcv.train import check_runtime
+    from pcv.models.build import build_model
+    from pcv.training.trainer import check_runtime
     from pcv.voting import VoteGrid
 
     path, weights = small_file

@@ -3,11 +3,12 @@
 import numpy as np
 import pytest
 
-from pcv import cli, configs, recipe
+from pcv import cli, configs
 from pcv.config import default_config, from_mapping
+from pcv.data import write_coco_panoptic
 from pcv.data.stats import DatasetStats
 from pcv.data.synthetic import CATEGORIES, SyntheticConfig, SyntheticPanoptic
-from pcv.evaluation import write_coco_panoptic
+from pcv.training import recipe
 from pcv.voting import VoteGrid
 
 from test_coco_panoptic import custom

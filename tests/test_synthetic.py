@@ -21,14 +21,16 @@ from pcv.data import (
     denormalize_images,
     draw_scene,
     gt_for_pq,
+    id2rgb,
     make_batch,
-    make_datasets,
     normalize_images,
     segments_from_ids,
+    write_coco_panoptic,
 )
+from pcv.data.datasets import make_datasets
 from pcv.data.synthetic import example_rng
-from pcv.evaluation import PQStat, id2rgb, pq_compute, pq_image_stats, read_id_png, write_coco_panoptic
-from pcv.targets import downsample_ids, make_targets
+from pcv.data.targets import downsample_ids, make_targets
+from pcv.evaluation import PQStat, pq_compute, pq_image_stats, read_id_png
 from pcv.voting import SMALL_GRID, VoteGrid
 
 from shared_data import SAMPLE  # noqa: E402

@@ -7,9 +7,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from pcv import train
 from pcv.errors import ConfigError
 from pcv.evaluation.metrics import AP_KEYS
+from pcv.training.trainer import train_and_evaluate
 
 from smoke_model import run_command, smoke_config
 
@@ -36,7 +36,7 @@ def smoke_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("smoke")
     # One fixed batch, no flips: the loss must fall on data the model has seen.
     config = smoke_config(**{"data.num_train": 8, "data.hflip": False})
-    results = train.train_and_evaluate(config, str(workdir), log=quiet)
+    results = train_and_evaluate(config, str(workdir), log=quiet)
     return workdir, results
 
 
@@ -69,7 +69,7 @@ def test_parameters_move(smoke_run):
 def test_rerunning_a_finished_run_changes_nothing(smoke_run, capsys):
     workdir, results = smoke_run
     before = {p.name: p.stat().st_mtime_ns for p in workdir.iterdir()}
-    again = train.train_and_evaluate(smoke_config(**{"data.num_train": 8, "data.hflip": False}), str(workdir))
+    again = train_and_evaluate(smoke_config(**{"data.num_train": 8, "data.hflip": False}), str(workdir))
     assert again == results
     assert "is complete" in capsys.readouterr().out
     assert {p.name: p.stat().st_mtime_ns for p in workdir.iterdir()} == before
@@ -81,7 +81,7 @@ def test_one_device_and_four_devices_agree(tmp_path):
         config = smoke_config(
             steps=1, num_devices=n, checkpoint_every=1, **{"data.num_val": 1, "optimizer.warmup_steps": 0}
         )
-        results = train.train_and_evaluate(config, str(tmp_path / f"d{n}"), log=quiet)
+        results = train_and_evaluate(config, str(tmp_path / f"d{n}"), log=quiet)
         runs[n] = (results["train_loss"], flat(load_params(tmp_path / f"d{n}")[0]))
     assert runs[1][0] == pytest.approx(runs[4][0], rel=1e-5)
     np.testing.assert_allclose(runs[1][1], runs[4][1], rtol=1e-4, atol=1e-6)
@@ -89,11 +89,11 @@ def test_one_device_and_four_devices_agree(tmp_path):
 
 def test_resume_equals_uninterrupted(tmp_path):
     config = smoke_config(steps=4, checkpoint_every=2, **{"data.num_val": 1})
-    straight = train.train_and_evaluate(config, str(tmp_path / "straight"), log=quiet)
-    stopped = train.train_and_evaluate(config, str(tmp_path / "resumed"), stop_at=2, log=quiet)
+    straight = train_and_evaluate(config, str(tmp_path / "straight"), log=quiet)
+    stopped = train_and_evaluate(config, str(tmp_path / "resumed"), stop_at=2, log=quiet)
     assert stopped == {"step": 2, "preempted": True}
     assert not (tmp_path / "resumed" / "results.json").exists()
-    resumed = train.train_and_evaluate(config, str(tmp_path / "resumed"), log=quiet)
+    resumed = train_and_evaluate(config, str(tmp_path / "resumed"), log=quiet)
     assert resumed["step"] == straight["step"] == 4
     np.testing.assert_allclose(
         flat(load_params(tmp_path / "resumed")[0]), flat(load_params(tmp_path / "straight")[0]), rtol=1e-6, atol=1e-7
@@ -104,7 +104,7 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
     config = smoke_config(steps=6, log_every=1, checkpoint_every=1, **{"optimizer.learning_rate": 1e12})
     with pytest.raises(FloatingPointError, match="loss is"):
-        train.train_and_evaluate(config, str(tmp_path), log=quiet)
+        train_and_evaluate(config, str(tmp_path), log=quiet)
     params, step = load_params(tmp_path)
     assert 1 <= step < 6
     assert np.isfinite(flat(params)).all()
@@ -128,7 +128,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path):
 )
 def test_bad_config_values_name_the_field(field, value, message, tmp_path):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
-        train.train_and_evaluate(smoke_config(**{field: value}), str(tmp_path / "run"), log=quiet)
+        train_and_evaluate(smoke_config(**{field: value}), str(tmp_path / "run"), log=quiet)
     assert not (tmp_path / "run").exists()  # failed before writing anything
 
 

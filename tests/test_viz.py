@@ -5,9 +5,12 @@ import pytest
 from matplotlib.figure import Figure
 
 from pcv import viz
+from pcv.config import InferenceConfig
 from pcv.data import SyntheticPanoptic
-from pcv.inference import InferenceConfig, panoptic_inference, to_coco_panoptic
-from pcv.predictor import Prediction
+from pcv.inference.postprocess import panoptic_inference
+from pcv.inference.predictor import Prediction
+from pcv.inference.segments import to_coco_panoptic
+from pcv.viz.overlays import _inner_distance
 from pcv.voting import VoteGrid
 
 CATEGORIES = list(SyntheticPanoptic.label_space.categories)
@@ -189,5 +192,5 @@ def test_label_points_sit_inside_hollow_and_thin_instances():
     assert [s["id"] for s, _ in points] == [1, 2]  # id 3 has no pixel
     for seg, (y, x) in points:
         assert ids[y, x] == seg["id"]
-    depth = viz._inner_distance(ids == 1)
+    depth = _inner_distance(ids == 1)
     assert depth.max() == 2 and depth[2, 2] == 1 and depth[3, 3] == 2 and depth[10, 10] == 0

@@ -21,11 +21,14 @@ import jax
 import numpy as np
 import pytest
 
-from pcv import train
 from pcv.errors import CheckpointError, ConfigError, WorkdirError
-from pcv.evaluator import evaluate_workdir
-from pcv.predictor import Predictor
-from pcv.workdir import LOCK, RunLock, Workdir, as_path, finite, json_text, write_atomic
+from pcv.evaluation.workdir_eval import evaluate_workdir
+from pcv.inference.predictor import Predictor
+from pcv.runtime.files import finite, json_text, write_atomic
+from pcv.runtime.lock import RunLock
+from pcv.runtime.paths import as_path
+from pcv.runtime.workdir import LOCK, Workdir
+from pcv.training.trainer import train_and_evaluate
 
 from smoke_model import ROOT, reaped, run_command, smoke_config
 
@@ -46,7 +49,7 @@ CONFIG = {"steps": 6, "checkpoint_every": 2, "data.num_val": 2}
 def partial_run(tmp_path_factory):
     """A run of 6 steps stopped (as if preempted) at step 4: checkpoints 2 and 4, no results.json."""
     workdir = tmp_path_factory.mktemp("partial") / "run"
-    assert train.train_and_evaluate(smoke_config(**CONFIG), str(workdir), stop_at=4, log=quiet)["preempted"]
+    assert train_and_evaluate(smoke_config(**CONFIG), str(workdir), stop_at=4, log=quiet)["preempted"]
     return workdir
 
 
@@ -146,17 +149,17 @@ def test_the_heartbeat_keeps_a_lock_fresh(tmp_path):
 def test_a_restart_must_train_the_same_run(run_copy):
     recorded = (run_copy / "config.json").read_text()
     with pytest.raises(ConfigError, match=r"config\.model\.backbone: 'resnet51'"):  # typo: nothing written
-        train.train_and_evaluate(smoke_config(**CONFIG, **{"model.backbone": "resnet51"}), str(run_copy), log=quiet)
+        train_and_evaluate(smoke_config(**CONFIG, **{"model.backbone": "resnet51"}), str(run_copy), log=quiet)
     for field, value in (("grid", ((1, 1), (3, 1))), ("batch_size", 16), ("optimizer.learning_rate", 0.1)):
         with pytest.raises(ConfigError, match=f"differs from the one .* was started with: {field}:"):
-            train.train_and_evaluate(smoke_config(**CONFIG, **{field: value}), str(run_copy), log=quiet)
+            train_and_evaluate(smoke_config(**CONFIG, **{field: value}), str(run_copy), log=quiet)
     assert (run_copy / "config.json").read_text() == recorded
     assert not (run_copy / "lock.json").exists()
     # Evaluate and predict keep working on the work dir.
     assert Predictor.from_workdir(run_copy).step == 4
     # Fields that do not change what is trained may change.
     said = []
-    done = train.train_and_evaluate(
+    done = train_and_evaluate(
         smoke_config(**CONFIG, log_every=1, **{"inference.threshold": 0.5}), str(run_copy), log=said.append
     )
     assert done["step"] == 6 and any("resumed from step 4" in line for line in said)
@@ -165,7 +168,7 @@ def test_a_restart_must_train_the_same_run(run_copy):
 
 def test_an_accepted_change_is_recorded(run_copy):
     changed = smoke_config(**CONFIG, **{"optimizer.learning_rate": 0.1})
-    results = train.train_and_evaluate(changed, str(run_copy), allow_config_change=True, log=quiet)
+    results = train_and_evaluate(changed, str(run_copy), allow_config_change=True, log=quiet)
     assert results["step"] == 6
     (line,) = (run_copy / "config_changes.jsonl").read_text().splitlines()
     record = json.loads(line)
@@ -178,7 +181,7 @@ def test_nothing_is_recorded_before_the_model_is_built(tmp_path):
     bad_weights.write_bytes(b"not a weight file")
     config = smoke_config(**{"model.pretrained": str(bad_weights), "model.backbone_norm": "frozen"})
     with pytest.raises(ValueError, match="broken.safetensors"):
-        train.train_and_evaluate(config, str(tmp_path / "run"), log=quiet)
+        train_and_evaluate(config, str(tmp_path / "run"), log=quiet)
     assert not (tmp_path / "run" / "config.json").exists() and not (tmp_path / "run" / "lock.json").exists()
 
 
@@ -205,7 +208,7 @@ def test_a_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes_from_the_o
     with pytest.raises(CheckpointError, match=r"checkpoint step 4 in .* cannot be restored: \w+"):
         Predictor.from_workdir(run_copy, step=4)
     said = []
-    results = train.train_and_evaluate(smoke_config(**CONFIG), str(run_copy), log=said.append)
+    results = train_and_evaluate(smoke_config(**CONFIG), str(run_copy), log=said.append)
     moved = [line for line in said if line.startswith("checkpoint step 4 is damaged")]
     assert len(moved) == 1 and "\n" not in moved[0] and "tensorstore_spec" not in moved[0]
     assert any("resumed from step 2" in line for line in said) and results["step"] == 6
@@ -263,12 +266,12 @@ def test_second_trainer_kill_9_and_resume(tmp_path):
     assert (run / "lock.json").exists() and not (run / "results.json").exists()
     config = smoke_config(steps=12, log_every=1, checkpoint_every=2, **{"data.num_val": 2})
     said = []
-    resumed = train.train_and_evaluate(config, str(run), log=said.append)
+    resumed = train_and_evaluate(config, str(run), log=said.append)
     assert any("taking over the stale lock" in line and f"process {first.pid} is gone" in line for line in said)
     # From the newest checkpoint finished before the kill (one being written then is ignored).
     (resumed_from,) = [int(line.split()[3]) for line in said if line.startswith("resumed from step ")]
     assert resumed_from % 2 == 0 and 4 <= resumed_from < 12 and resumed["step"] == 12
-    straight = train.train_and_evaluate(config, str(tmp_path / "straight"), log=quiet)
+    straight = train_and_evaluate(config, str(tmp_path / "straight"), log=quiet)
     np.testing.assert_array_equal(params(run), params(tmp_path / "straight"))  # bit-identical resume
     assert resumed["train_loss"] == straight["train_loss"]
 
@@ -286,7 +289,7 @@ def test_a_failed_checkpoint_save_stops_at_once_and_keeps_the_last_good_one(run_
 
 
 def test_a_full_disk_at_the_end_leaves_no_half_written_results(run_copy):
-    finished = train.train_and_evaluate(smoke_config(**CONFIG), str(run_copy), log=quiet)
+    finished = train_and_evaluate(smoke_config(**CONFIG), str(run_copy), log=quiet)
     for name in ("results.json", "panel.png"):
         (run_copy / name).unlink()  # as if the run died after its last checkpoint
     proc = trainer(
@@ -296,7 +299,7 @@ def test_a_full_disk_at_the_end_leaves_no_half_written_results(run_copy):
     assert proc.returncode == 1 and err.count("\n") == 1 and "File too large" in err, err[-3000:]
     assert not (run_copy / "results.json").exists() and not (run_copy / "panel.png").exists()
     assert not [p.name for p in run_copy.iterdir() if ".tmp-" in p.name]
-    again = train.train_and_evaluate(smoke_config(**CONFIG), str(run_copy), log=quiet)  # room again: completes
+    again = train_and_evaluate(smoke_config(**CONFIG), str(run_copy), log=quiet)  # room again: completes
     assert again["eval"] == finished["eval"] and (run_copy / "panel.png").stat().st_size > 0
 
 
@@ -316,6 +319,6 @@ def test_unusable_work_dirs_are_one_line_errors(tmp_path):
 
 def test_evaluate_after_a_failed_restart(run_copy):
     with pytest.raises(ConfigError):
-        train.train_and_evaluate(smoke_config(**CONFIG, **{"grid": ((1, 1),)}), str(run_copy), log=quiet)
+        train_and_evaluate(smoke_config(**CONFIG, **{"grid": ((1, 1),)}), str(run_copy), log=quiet)
     scored = evaluate_workdir(run_copy, progress=False, log=quiet, num_workers=0)
     assert scored["step"] == 4

@@ -21,7 +21,7 @@ Recipe (from raw files to PQ):
        python -m pcv.train --config=custom:~/pcv_data/pcv_panoptic/mydata/1.0.0 --workdir=~/runs/mydata
 
    The recipe sizes itself from the statistics ``pcv.prepare`` kept
-   (:mod:`pcv.recipe`: input and crop sizes, evaluation sizes, a grid whose
+   (:mod:`pcv.training.recipe`: input and crop sizes, evaluation sizes, a grid whose
    field spans the large instances, the minimum stuff area, the model, a
    schedule for the dataset's size, held-out calibration images) and prints
    each choice and why. Any field can still be set, e.g.
@@ -70,9 +70,9 @@ def get_config(arg: str | None = None):
 
 
 def _size_from_statistics(c, data_dir: str) -> None:
-    from pcv import recipe
     from pcv.data.coco_panoptic import PanopticDataError
     from pcv.data.tfds_panoptic import read_stats
+    from pcv.training import recipe
 
     try:
         stats = read_stats(data_dir)

@@ -13,10 +13,17 @@
   prepared split (imported lazily: tfds is slow to import).
 - :mod:`pcv.data.transforms`: training augmentation and the evaluation
   geometry (:class:`~pcv.data.transforms.EvalGeometry`).
-- :mod:`pcv.data.batching`: :func:`make_batch`, examples -> normalised images
-  and PCV targets at the output stride.
+- :mod:`pcv.data.targets`: :func:`make_targets`, a panoptic label -> the PCV
+  training targets (semantic, votes, weights) at the output stride.
+- :mod:`pcv.data.batching`: :func:`make_batch`, examples -> images and
+  targets.
+- :mod:`pcv.data.resize`: host-side sizing and resizing (ids by nearest
+  neighbour only).
+- :mod:`pcv.data.coco_files`: writing COCO panoptic files (predictions,
+  a dataset's ground truth).
 - :mod:`pcv.data.pipeline`: the grain pipelines (training, evaluation).
-- :func:`make_datasets`: the splits a :class:`pcv.config.DataConfig` names.
+- :mod:`pcv.data.datasets`: :func:`make_datasets`, the splits a
+  :class:`pcv.config.DataConfig` names.
 
 ::
 
@@ -27,118 +34,40 @@
     # images [8, 128, 128, 3] float32; semantic / votes / weights [8, 32, 32]
 """
 
-from __future__ import annotations
+from pcv import lazy_exports
 
-import dataclasses
-
-from pcv.data.batching import IMAGE_MEAN, IMAGE_STD, denormalize_images, example_targets, make_batch, normalize_images
-from pcv.data.coco_panoptic import COCOPanoptic, PanopticDataError, cityscapes, coco2017, custom
-from pcv.data.panoptic import (
-    LabelSpace,
-    PanopticSource,
-    Subset,
-    as_label_space,
-    gt_for_pq,
-    id2rgb,
-    rgb2id,
-    segments_from_ids,
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "IMAGE_MEAN": "batching",
+        "IMAGE_STD": "batching",
+        "denormalize_images": "batching",
+        "example_targets": "batching",
+        "make_batch": "batching",
+        "normalize_images": "batching",
+        "COCOPanoptic": "coco_panoptic",
+        "PanopticDataError": "coco_panoptic",
+        "cityscapes": "coco_panoptic",
+        "coco2017": "coco_panoptic",
+        "custom": "coco_panoptic",
+        "LabelSpace": "panoptic",
+        "PanopticSource": "panoptic",
+        "Subset": "panoptic",
+        "as_label_space": "panoptic",
+        "gt_for_pq": "panoptic",
+        "id2rgb": "panoptic",
+        "rgb2id": "panoptic",
+        "segments_from_ids": "panoptic",
+        "CATEGORIES": "synthetic",
+        "SyntheticConfig": "synthetic",
+        "SyntheticPanoptic": "synthetic",
+        "draw_scene": "synthetic",
+        "PreparedPanoptic": "tfds_panoptic",
+        "prepare_panoptic": "tfds_panoptic",
+        "Splits": "datasets",
+        "make_datasets": "datasets",
+        "make_targets": "targets",
+        "CocoPanopticWriter": "coco_files",
+        "write_coco_panoptic": "coco_files",
+    },
 )
-from pcv.data.synthetic import CATEGORIES, SyntheticConfig, SyntheticPanoptic, draw_scene
-from pcv.errors import ConfigError
-
-__all__ = [
-    "CATEGORIES",
-    "COCOPanoptic",
-    "IMAGE_MEAN",
-    "IMAGE_STD",
-    "LabelSpace",
-    "PanopticDataError",
-    "PanopticSource",
-    "PreparedPanoptic",
-    "Splits",
-    "Subset",
-    "SyntheticConfig",
-    "SyntheticPanoptic",
-    "as_label_space",
-    "cityscapes",
-    "coco2017",
-    "custom",
-    "denormalize_images",
-    "draw_scene",
-    "example_targets",
-    "gt_for_pq",
-    "id2rgb",
-    "make_batch",
-    "make_datasets",
-    "normalize_images",
-    "prepare_panoptic",
-    "rgb2id",
-    "segments_from_ids",
-]
-
-
-def __getattr__(name):
-    # Lazy: importing tensorflow_datasets takes seconds; only prepared data needs it.
-    if name in ("PreparedPanoptic", "prepare_panoptic"):
-        from pcv.data import tfds_panoptic
-
-        return getattr(tfds_panoptic, name)
-    raise AttributeError(f"module 'pcv.data' has no attribute {name!r}")
-
-
-@dataclasses.dataclass(frozen=True)
-class Splits:
-    """The splits of a run: ``train``, ``val`` and ``calibration`` (None unless held out)."""
-
-    train: PanopticSource
-    val: PanopticSource
-    calibration: PanopticSource | None = None
-
-    def get(self, name: str) -> PanopticSource:
-        """A split by name: ``"train"``, ``"val"`` or ``"calibration"``."""
-        found = {"train": self.train, "val": self.val, "calibration": self.calibration}.get(name)
-        if found is None:
-            have = ", ".join(k for k in ("train", "val", "calibration") if getattr(self, k) is not None)
-            raise ConfigError(f"split {name!r}: this run has {have}")
-        return found
-
-
-def make_datasets(data, seed: int = 0) -> Splits:
-    """The random-access sources a :class:`pcv.config.DataConfig` describes.
-
-    - ``name = "synthetic"``: scenes of ``image_size``; train has ``num_train``
-      (0 = unbounded), val ``num_val``, calibration ``calibration_images``,
-      each a different stream of scenes.
-    - ``name = "panoptic"``: a dataset prepared by ``python -m pcv.prepare``
-      at ``data_dir``; ``train_split`` and ``val_split``. With
-      ``calibration_images = n`` the *last* n examples of the training split
-      are held out as the calibration split (never trained on).
-
-    Sources return raw examples of their own sizes, untransformed.
-    """
-    if data.name == "synthetic":
-        size = tuple(data.image_size)
-        train = SyntheticPanoptic("train", size=size, num_examples=data.num_train or None, seed=seed)
-        val = SyntheticPanoptic("val", size=size, num_examples=data.num_val, seed=seed)
-        calibration = None
-        if data.calibration_images:
-            calibration = SyntheticPanoptic("calibration", size=size, num_examples=data.calibration_images, seed=seed)
-        return Splits(train, val, calibration)
-    from pcv.data.tfds_panoptic import PreparedPanoptic
-
-    try:
-        train = PreparedPanoptic(data.data_dir, data.train_split)
-        val = PreparedPanoptic(data.data_dir, data.val_split)
-    except (FileNotFoundError, ValueError) as e:
-        raise ConfigError(f"config.data.data_dir={data.data_dir!r}: {e}") from None
-    calibration = None
-    if data.calibration_images:
-        n, held = len(train), data.calibration_images
-        if held >= n:
-            raise ConfigError(
-                f"config.data.calibration_images={held}: the {data.train_split!r} split has only "
-                f"{n} examples; hold out fewer"
-            )
-        calibration = Subset(train, n - held, n, "calibration")
-        train = Subset(train, 0, n - held, data.train_split)
-    return Splits(train, val, calibration)

@@ -4,8 +4,8 @@ Generic over data sources: an example is the dict of
 :mod:`pcv.data.panoptic` (``image``, ``segment_ids``, ``segments_info``) and
 a :class:`~pcv.data.panoptic.LabelSpace` maps its categories to train ids.
 
-Targets are built by :func:`pcv.targets.make_targets` at the output stride,
-from ids downsampled with :func:`pcv.targets.downsample_ids` (nearest
+Targets are built by :func:`pcv.data.targets.make_targets` at the output stride,
+from ids downsampled with :func:`pcv.data.targets.downsample_ids` (nearest
 neighbour; ids are never interpolated).
 
 Batches carry uint8 images (4x less to move between processes and to the
@@ -29,9 +29,9 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from pcv.config import OUTPUT_STRIDE
 from pcv.data.panoptic import LabelSpace, as_label_space
-from pcv.geometry import OUTPUT_STRIDE
-from pcv.targets import downsample_ids, make_targets
+from pcv.data.targets import downsample_ids, make_targets
 from pcv.voting.grid import VoteGrid
 
 #: ImageNet RGB mean and std on the 0..255 scale.
@@ -97,7 +97,7 @@ def make_batch(
       label_space: category id -> train id and thing / stuff: a
         :class:`LabelSpace` (``dataset.label_space``) or the COCO categories.
       stride: the network's output stride; H and W must be multiples of it.
-      centroid, weight_power: see :func:`pcv.targets.make_targets`.
+      centroid, weight_power: see :func:`pcv.data.targets.make_targets`.
       pad_to: ``(H, W)``: pad each example at the bottom and right to this
         size; padded pixels are void (no loss) and the mean colour in ``images``.
     Returns:

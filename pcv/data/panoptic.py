@@ -115,7 +115,7 @@ class LabelSpace:
         return len(self.category_ids)
 
     def train_segments(self, segments_info: Iterable[Mapping]) -> list[dict]:
-        """``segments_info`` -> the segments :func:`pcv.targets.make_targets` takes.
+        """``segments_info`` -> the segments :func:`pcv.data.targets.make_targets` takes.
 
         Each output has ``id``, ``train_id``, ``isthing`` and ``iscrowd``
         (missing ``iscrowd`` = 0). Unknown category ids raise ``ValueError``.

@@ -8,7 +8,7 @@ derive one per example from ``(seed, index)`` and a resumed run redraws
 exactly the same augmentation.
 
 Images are resampled bilinearly (PIL); segment ids ONLY with nearest
-neighbour, by the rule of :func:`pcv.targets.resize_nearest` (output pixel
+neighbour, by the rule of :func:`pcv.data.resize.resize_nearest` (output pixel
 ``i`` reads input pixel ``floor((i + 0.5) * H_in / H_out)``), so every output
 id exists in the input. Targets are not computed here: they come after the
 geometry, from :func:`pcv.data.batching.make_batch` at the output stride.
@@ -53,12 +53,12 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from PIL import Image
 
+from pcv.config import SIZE_MULTIPLE, round_up
 from pcv.data.batching import PAD_COLOR
-from pcv.geometry import SIZE_MULTIPLE, round_up
-from pcv.portable import eval_resize_shape, resized_shape
-from pcv.portable import fit_size as fit_size  # re-exported: transforms is where users look
-from pcv.portable import resize_and_pad as resize_and_pad_image
-from pcv.portable import to_original as to_original
+from pcv.data.resize import eval_resize_shape, resized_shape
+from pcv.data.resize import fit_size as fit_size  # re-exported: transforms is where users look
+from pcv.data.resize import resize_and_pad as resize_and_pad_image
+from pcv.data.resize import to_original as to_original
 
 # ----------------------------------------------------------------------------
 # Checks and segments.

@@ -1,56 +1,38 @@
-"""Evaluation: COCO panoptic quality (PQ), mIoU and AP beside it, and the one COCO panoptic writer.
+"""pcv.evaluation: scoring predictions: PQ (COCO rules), mIoU and AP, the Evaluator, calibration.
 
 - :mod:`pcv.evaluation.pq`: ``pq_compute`` scores COCO panoptic JSON + PNG
   folders; ``pq_image_stats`` and ``PQStat`` do the same on in-memory id maps.
 - :mod:`pcv.evaluation.metrics`: mIoU of the semantic map (``SemanticStat``)
   and COCO instance AP of the thing segments (``InstanceStat``, with
   pycocotools: ``pip install 'pcv[coco]'``).
-- :mod:`pcv.evaluation.coco_files`: ``CocoPanopticWriter`` (predictions) and
-  ``write_coco_panoptic`` (a dataset's ground truth).
+- :mod:`pcv.evaluation.evaluator`: the :class:`Evaluator`, a Predictor run
+  over a split, sharded over hosts, feeding metric objects.
+- :mod:`pcv.evaluation.report`: the per-image report (worst images first).
+- :mod:`pcv.evaluation.calibration`: post-processing settings chosen by PQ
+  on held-out images.
+- :mod:`pcv.evaluation.workdir_eval`: a work dir's checkpoint scored from
+  the COCO files it writes (``python -m pcv.evaluate``).
 
-The command line is ``python -m pcv.pq``. Names are loaded lazily (PEP 562),
-so importing the package stays cheap.
+The PQ command line is ``python -m pcv.pq``.
 """
 
-from __future__ import annotations
+from pcv import lazy_exports
 
-import importlib
-from typing import TYPE_CHECKING
-
-_WHERE = {
-    "PQInputError": "pq",
-    "PQStat": "pq",
-    "PQStatCat": "pq",
-    "format_table": "pq",
-    "pq_compute": "pq",
-    "pq_image_stats": "pq",
-    "read_id_png": "pq",
-    "CocoPanopticWriter": "coco_files",
-    "write_coco_panoptic": "coco_files",
-}
-__all__ = [*_WHERE, "id2rgb", "rgb2id"]
-
-if TYPE_CHECKING:
-    from pcv.data.panoptic import id2rgb, rgb2id  # noqa: F401
-    from pcv.evaluation.coco_files import CocoPanopticWriter, write_coco_panoptic  # noqa: F401
-    from pcv.evaluation.pq import (  # noqa: F401
-        PQInputError,
-        PQStat,
-        PQStatCat,
-        format_table,
-        pq_compute,
-        pq_image_stats,
-        read_id_png,
-    )
-
-
-def __getattr__(name: str):
-    if name in _WHERE:
-        return getattr(importlib.import_module(f"pcv.evaluation.{_WHERE[name]}"), name)
-    if name in ("id2rgb", "rgb2id"):
-        return getattr(importlib.import_module("pcv.data.panoptic"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "PQInputError": "pq",
+        "PQStat": "pq",
+        "PQStatCat": "pq",
+        "format_table": "pq",
+        "pq_compute": "pq",
+        "pq_image_stats": "pq",
+        "read_id_png": "pq",
+        "SemanticStat": "metrics",
+        "InstanceStat": "metrics",
+        "Evaluator": "evaluator",
+        "calibrate": "calibration",
+        "evaluate_workdir": "workdir_eval",
+        "write_report": "report",
+    },
+)

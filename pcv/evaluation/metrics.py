@@ -16,7 +16,7 @@ AP (:class:`InstanceStat`): COCO's instance-segmentation AP, computed by
 pycocotools (``COCOeval``, ``iouType="segm"``, an optional dependency:
 ``pip install pycocotools``). Detections are the prediction's thing
 segments, as run-length-encoded masks with their ``score``
-(:func:`pcv.portable.to_coco_panoptic`; 1.0 when a segment has none); the
+(:func:`pcv.inference.segments.to_coco_panoptic`; 1.0 when a segment has none); the
 ground truth is the thing segments, crowd regions marked ``iscrowd`` (a
 detection matching one is neither right nor wrong) and areas in pixels.
 Reported: AP, AP50, AP75 and AP for small / medium / large objects, in
@@ -193,6 +193,6 @@ def coco_ap(images, gt: Sequence[Mapping], detections: Sequence[Mapping], catego
 
 def write_detections(path, detections: Sequence[Mapping]) -> None:
     """The detections as a COCO results file (a JSON list of image_id, category_id, segmentation, score)."""
-    from pcv.workdir import write_atomic
+    from pcv.runtime.files import write_atomic
 
     write_atomic(path, json.dumps([dict(d) for d in detections]))

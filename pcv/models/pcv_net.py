@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from pcv.geometry import SIZE_MULTIPLE
+from pcv.config import SIZE_MULTIPLE
 from pcv.models.fpn import FPN, HEAD_NORMS, PyramidFusion
 from pcv.models.resnet import BACKBONES, NORMS, build_backbone
 
@@ -73,7 +73,7 @@ class PCVNet(nnx.Module):
       pretrained: path of ImageNet weights for the backbone (torchvision
         ``.pth``, which needs torch, or timm / converted ``.safetensors``),
         loaded over the random init by
-        :func:`pcv.models.pretrained.load_backbone`; None or "" = from scratch.
+        :func:`pcv.models.weights.load_backbone`; None or "" = from scratch.
         Needs ``backbone_norm`` "frozen" or "batch".
 
     ``PCVNet.trainable`` is the NNX filter of the trained variables
@@ -124,7 +124,7 @@ class PCVNet(nnx.Module):
             )
 
         if pretrained:
-            from pcv.models.pretrained import load_backbone  # here: only a pretrained model needs it
+            from pcv.models.weights import load_backbone  # here: only a pretrained model needs it
 
             # Every backbone variable comes from the file (load_backbone fills
             # all or raises), so skip computing a random init: build it

@@ -7,21 +7,22 @@ Pure JAX/numpy; usable as a layer library by other projects::
     ranks = backproject(vote_bins, boxes, DEFAULT_GRID)  # [N, H, W], -1 = not a member
 """
 
-from pcv.voting.aggregation import METHODS, aggregate_votes, aggregate_votes_by_class
-from pcv.voting.backprojection import backproject, cell_bounds, query_ranks, ranks_in
-from pcv.voting.grid import DEFAULT_GRID, DEFAULT_SPEC, SMALL_GRID, SMALL_SPEC, VoteGrid
+from pcv import lazy_exports
 
-__all__ = [
-    "DEFAULT_GRID",
-    "DEFAULT_SPEC",
-    "METHODS",
-    "SMALL_GRID",
-    "SMALL_SPEC",
-    "VoteGrid",
-    "aggregate_votes",
-    "aggregate_votes_by_class",
-    "backproject",
-    "cell_bounds",
-    "query_ranks",
-    "ranks_in",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "DEFAULT_GRID": "grid",
+        "DEFAULT_SPEC": "grid",
+        "SMALL_GRID": "grid",
+        "SMALL_SPEC": "grid",
+        "VoteGrid": "grid",
+        "METHODS": "aggregation",
+        "aggregate_votes": "aggregation",
+        "aggregate_votes_by_class": "aggregation",
+        "backproject": "backprojection",
+        "cell_bounds": "backprojection",
+        "query_ranks": "backprojection",
+        "ranks_in": "backprojection",
+    },
+)

@@ -27,12 +27,13 @@ import itertools
 import jax
 import numpy as np
 
-from pcv import distributed
 from pcv.config import InferenceConfig
 from pcv.data.pipeline import eval_batches
 from pcv.evaluation.pq import PQStat, pq_image_stats
-from pcv.inference import panoptic_inference
-from pcv.metrics_writer import ProgressBar
+from pcv.inference.postprocess import panoptic_inference
+from pcv.runtime import distributed
+from pcv.runtime.console import ProgressBar
+from pcv.runtime.workdir import Workdir
 
 #: The settings tried, besides the run's own.
 THRESHOLDS = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -153,48 +154,13 @@ def calibrate(predictor, dataset, *, batch_size: int, num_images: int | None = N
     return record
 
 
-def write(workdir, record: dict) -> None:
-    """``calibration.json`` in the work dir (process 0)."""
-    from pcv.workdir import CALIBRATION, as_path, write_json
-
-    if distributed.is_main():
-        write_json(as_path(workdir) / CALIBRATION, record, indent=1)
-
-
 def calibrate_and_keep(predictor, dataset, workdir, **kwargs):
-    """:func:`calibrate`, :func:`write` the record, and return ``(record, predictor with the chosen settings)``."""
+    """:func:`calibrate`, keep the record in the work dir's ``calibration.json`` (process 0), and return
+    ``(record, predictor with the chosen settings)``."""
     record = calibrate(predictor, dataset, **kwargs)
-    write(workdir, record)
+    if distributed.is_main():
+        Workdir(workdir).write_calibration(record)
     return record, predictor.replace(inference=dataclasses.replace(predictor.inference, **record["chosen"]))
-
-
-def read(workdir) -> dict | None:
-    """The settings a work dir's ``calibration.json`` chose, or None when it has none.
-
-    A damaged file is a :class:`pcv.errors.WorkdirError` naming it.
-    """
-    from pcv.errors import ConfigError, WorkdirError
-    from pcv.workdir import CALIBRATION, as_path, read_json
-
-    path = as_path(workdir) / CALIBRATION
-    if not path.exists():
-        return None
-    record = read_json(path, "calibration")
-    try:
-        chosen = record["chosen"]
-        fields = {
-            "threshold": float(chosen["threshold"]),
-            "top_t": int(chosen["top_t"]),
-            "min_stuff_area": int(chosen["min_stuff_area"]),
-        }
-        InferenceConfig(**fields)  # the values' own checks
-    except (TypeError, KeyError, ValueError, ConfigError) as e:
-        detail = f": {e}" if isinstance(e, ConfigError) else ""
-        raise WorkdirError(
-            f"{path}: 'chosen' must hold a threshold, top_t and min_stuff_area{detail}; calibrate again "
-            "(python -m pcv.evaluate --calibrate) or delete the file"
-        ) from None
-    return fields
 
 
 def _fields(setting: InferenceConfig) -> dict:

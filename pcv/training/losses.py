@@ -7,7 +7,7 @@ For each head::
     L = sum_p w_p * CE(logits_p, target_p)  /  max(sum_p w_p, EPS)
 
 over every pixel p of every image of the *global* batch, with ``w_p`` the
-per-pixel weight from :func:`pcv.targets.make_targets`, set to 0 where the
+per-pixel weight from :func:`pcv.data.targets.make_targets`, set to 0 where the
 target is -1 (ignore). Both heads use the same ``weights`` map; the vote head
 additionally ignores pixels whose vote target is -1 (crowd, void, thing
 pixels whose centroid is outside the voting field), which also leaves them out

@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from pcv.portable import resize_nearest
+from pcv.data.resize import resize_nearest
 from pcv.voting.grid import VoteGrid
 
 __all__ = ["CENTROIDS", "IGNORE", "downsample_ids", "make_targets", "resize_nearest"]

@@ -3,7 +3,7 @@ r"""ImageNet-pretrained ResNet weights from torchvision / timm files into the Fl
 ::
 
     from pcv.models import PCVNet
-    from pcv.models.pretrained import load_backbone
+    from pcv.models.weights import load_backbone
     model = PCVNet(133, grid.num_bins, backbone="resnet50", backbone_norm="frozen",
                    pretrained="resnet50.safetensors")        # loads at initialisation
     report = load_backbone(model, "resnet50-11ad3fa6.pth")    # or later, by hand

@@ -7,10 +7,10 @@ Layout (what :func:`pcv.evaluation.pq_compute` and the COCO tools read)::
                                      categories
     <folder>/<png_folder>/<stem>.png segment ids as RGB (id = R + 256 G + 256^2 B)
 
-Every file is written whole or not at all (:func:`pcv.workdir.write_atomic`),
+Every file is written whole or not at all (:func:`pcv.runtime.files.write_atomic`),
 to a local folder or ``gs://``; the JSON is written last, by :meth:`close`,
 so a folder with a JSON is complete. Values go through one cleaner
-(:func:`pcv.workdir.finite`: numpy scalars to Python, no NaN).
+(:func:`pcv.runtime.files.finite`: numpy scalars to Python, no NaN).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from pcv.data.panoptic import example_stem, id2rgb
-from pcv.workdir import as_path, encode_png, write_atomic, write_json
+from pcv.runtime.files import encode_png, write_atomic, write_json
+from pcv.runtime.paths import as_path
 
 
 def plain_id(image_id):

@@ -29,23 +29,22 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
-from pcv import state as state_lib
-from pcv.config import InferenceConfig
+from pcv.config import OUTPUT_STRIDE, InferenceConfig
 from pcv.data.batching import normalize_images
 from pcv.data.panoptic import LabelSpace
 from pcv.data.transforms import EvalGeometry
-from pcv.geometry import OUTPUT_STRIDE
-from pcv.inference import flip_tta, panoptic_inference
-from pcv.portable import Prediction, finish
+from pcv.errors import WorkdirError
+from pcv.inference.postprocess import flip_tta, panoptic_inference
+from pcv.inference.segments import Prediction, finish
+from pcv.models import build
+from pcv.runtime.workdir import CATEGORIES, Workdir
 from pcv.voting import VoteGrid
-from pcv.workdir import Workdir
 
 
 class Predictor:
@@ -112,7 +111,7 @@ class Predictor:
         """The model of a work dir's checkpoint (default the newest).
 
         Post-processing: the run's ``config.inference``, replaced by the
-        work dir's calibration (``calibration.json``, :mod:`pcv.calibration`)
+        work dir's calibration (``calibration.json``, :mod:`pcv.evaluation.calibration`)
         when ``calibrated`` and present, then by ``inference`` (a full
         :class:`InferenceConfig` or a mapping of the fields to change).
         ``config`` replaces the work dir's recorded config (e.g. with other
@@ -122,9 +121,7 @@ class Predictor:
         config, labels, graphdef, step, model_state = restore_model(wd, step, config=config, mesh=mesh)
         grid = VoteGrid(config.grid)
         settings = config.inference
-        from pcv import calibration
-
-        chosen = calibration.read(wd.path) if calibrated else None
+        chosen = wd.read_calibration() if calibrated else None
         if chosen:
             settings = dataclasses.replace(settings, **chosen)
         if isinstance(inference, InferenceConfig):
@@ -250,8 +247,11 @@ def restore_model(wd: Workdir, step: int | None = None, *, config=None, mesh=Non
     """
     wd.require()
     config = wd.read_config() if config is None else config
-    labels = wd.read_label_space()
-    graphdef, abstract = state_lib.abstract_model(config.model, labels.num_classes, VoteGrid(config.grid))
+    try:
+        labels = LabelSpace(wd.read_categories())
+    except (TypeError, ValueError) as e:
+        raise WorkdirError(f"{wd.path / CATEGORIES}: not a list of COCO categories ({e})") from None
+    graphdef, abstract = build.abstract_model(config.model, labels.num_classes, VoteGrid(config.grid))
     sharding = SingleDeviceSharding(jax.local_devices()[0]) if mesh is None else NamedSharding(mesh, PartitionSpec())
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract)
     step, model_state = wd.restore_model_state(abstract, step)
@@ -267,7 +267,7 @@ def forward_body(graphdef, grid: VoteGrid, flip: bool):
     """``(model_state, uint8 images [B, Hp, Wp, 3]) -> {"semantic", "votes"}``: the network part, to jit."""
 
     def forward(model_state, images):
-        model = state_lib.merge(graphdef, model_state)
+        model = build.merge(graphdef, model_state)
         x = normalize_images(images)
         if flip:
             return flip_tta(model, x, grid)
@@ -293,24 +293,3 @@ def _forward_fn(graphdef, grid: VoteGrid, flip: bool, data_sharding):
 @functools.lru_cache(maxsize=64)
 def _post_fn(grid: VoteGrid, thing_mask: tuple, inference: InferenceConfig, data_sharding):
     return jax.jit(post_body(grid, thing_mask, inference), static_argnums=2, out_shardings=data_sharding)
-
-
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """uint8 RGB ``[H, W, 3]`` of an image file (EXIF rotation applied; grey, palette, alpha, 16-bit -> RGB).
-
-    Raises :class:`pcv.errors.DataError` naming the file if it cannot be decoded.
-    """
-    from PIL import Image, ImageOps
-
-    from pcv.data.coco_panoptic import to_rgb8
-    from pcv.errors import DataError
-
-    try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)
-            rgb = to_rgb8(im)
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise DataError(f"{path}: not a readable image ({type(e).__name__}: {e})") from None
-    if rgb.ndim != 3 or rgb.shape[0] == 0 or rgb.shape[1] == 0:
-        raise DataError(f"{path}: empty image {rgb.shape}")
-    return rgb

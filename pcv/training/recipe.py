@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from pcv.geometry import OUTPUT_STRIDE, round_up
+from pcv.config import OUTPUT_STRIDE, round_up
 
 #: Grids to choose from, smallest field first: diameters 9, 15, 27, 81, 243 map pixels.
 GRIDS = (

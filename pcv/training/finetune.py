@@ -5,7 +5,7 @@
     ... --config.init_from=gs://bucket/run:20000       # a given step
     ... --config.init_from=exported/model_dir          # a bundle of python -m pcv.export
 
-What is copied, variable by variable (names as in :func:`pcv.state.named_leaves`):
+What is copied, variable by variable (names as in :func:`pcv.models.build.named_leaves`):
 
 - every variable whose name and shape are the same in both models: the
   backbone, FPN and fusion layers, BatchNorm statistics, and the vote head
@@ -33,10 +33,11 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from pcv import portable
 from pcv.errors import ConfigError
-from pcv.state import named_leaves
-from pcv.workdir import CONFIG, Workdir, as_path
+from pcv.inference import bundle
+from pcv.models.build import named_leaves
+from pcv.runtime.paths import as_path
+from pcv.runtime.workdir import CONFIG, Workdir
 
 #: The semantic head's variables: their last axis is the class.
 SEMANTIC_HEAD = "params.semantic_head."
@@ -64,10 +65,10 @@ def read_source(spec: str) -> Source:
     """The model ``init_from`` names: a bundle folder (``bundle.json``) or a trained work dir."""
     path_text, step = parse(spec)
     path = as_path(path_text)
-    if (path / portable.MANIFEST).exists():
+    if (path / bundle.MANIFEST).exists():
         if str(path).startswith("gs://"):
             raise ConfigError(f"init_from={spec}: exported models are read from a local folder")
-        manifest, weights = portable.read_weights(Path(str(path)))
+        manifest, weights = bundle.read_weights(Path(str(path)))
         if step is not None and step != manifest.get("step"):
             raise ConfigError(f"init_from={spec}: the bundle holds step {manifest.get('step')}, not {step}")
         names = tuple(manifest["labels"]["names"])
@@ -76,9 +77,9 @@ def read_source(spec: str) -> Source:
     if not wd.has_config():
         raise ConfigError(
             f"init_from={spec}: {path} is neither a trained work dir ({CONFIG}) nor an exported model "
-            f"({portable.MANIFEST})"
+            f"({bundle.MANIFEST})"
         )
-    from pcv.predictor import restore_model
+    from pcv.inference.predictor import restore_model
 
     _, labels, _, step, model_state = restore_model(wd, step)
     names, leaves, _ = named_leaves(jax.device_get(model_state))

@@ -1,12 +1,4 @@
-"""The host side of a prediction, and exported models: needs numpy, jax and Pillow, nothing else of pcv.
-
-A prediction has three parts: the image is resized and padded to the one
-shape the network was compiled for (:func:`resize_and_pad`, Pillow's
-bilinear filter), the network and the post-processing run on the device,
-and the answer goes back to the image's size and becomes COCO
-``segments_info`` (:func:`finish`, :func:`to_coco_panoptic`). The first and
-last parts live here, once, for both :class:`pcv.Predictor` and exported
-models.
+"""Exported models: a bundle written by ``python -m pcv.export``, loaded with jax, numpy and Pillow only.
 
 An exported model (``python -m pcv.export``) is a folder::
 
@@ -16,7 +8,7 @@ An exported model (``python -m pcv.export``) is a folder::
     weights.safetensors      the network's variables
     forward.jax_export       image [1, Hp, Wp, 3] uint8 -> logits  (jax.export,
     postprocess.jax_export   logits -> panoptic maps               StableHLO)
-    pcv_portable.py          a copy of this file
+    pcv_portable.py          this loader, as one file
 
 and runs without pcv's model, data or training code, and without Flax::
 
@@ -24,20 +16,24 @@ and runs without pcv's model, data or training code, and without Flax::
     result = model(image)                         #   sys.path.insert(0, "model_dir")
     result.ids, result.segments_info              #   from pcv_portable import load_exported
 
-This module imports nothing from pcv at its top, so the copy in a bundle is
-a complete loader on its own.
+It needs nothing of pcv but :mod:`pcv.data.resize` and
+:mod:`pcv.inference.segments` (host-side numpy and Pillow code), and the
+bundle's ``pcv_portable.py`` is this module with those two pasted in front
+(:func:`pcv.inference.export.loader_source`): a complete loader on its own.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+
+from pcv.data.resize import resize_and_pad, resized_shape  # portable: inlined
+from pcv.inference.segments import Prediction, finish  # portable: inlined
 
 try:  # inside pcv: an expected error, printed in one line by the commands
     from pcv.errors import ExportError
@@ -60,237 +56,9 @@ FORMAT_VERSION = 1
 # ----------------------------------------------------------------------------
 
 
-def resize_nearest(ids: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of an ``[H, W, ...]`` map with half-pixel centres.
-
-    Output pixel i samples input pixel ``floor((i + 0.5) * H_in / H_out)``, the
-    same rule as :func:`pcv.inference.resize_nearest`.
-    """
-    ids = np.asarray(ids)
-    h, w = ids.shape[:2]
-    oh, ow = out_hw
-    ys = np.minimum(((np.arange(oh) + 0.5) * h / oh).astype(np.int64), h - 1)
-    xs = np.minimum(((np.arange(ow) + 0.5) * w / ow).astype(np.int64), w - 1)
-    return ids[ys[:, None], xs[None, :]]
-
-
-def eval_resize_shape(hw: tuple[int, int], short_side: int, max_size: int = 0) -> tuple[int, int]:
-    """``(h, w)`` with the shorter side ``short_side`` and the longer at most ``max_size`` (0: no limit).
-
-    ``short_side = 0`` keeps the size.
-    """
-    h, w = hw
-    if short_side <= 0:
-        return int(h), int(w)
-    scale = short_side / min(h, w)
-    if max_size > 0 and max(h, w) * scale > max_size:
-        scale = max_size / max(h, w)
-    return max(1, int(round(h * scale))), max(1, int(round(w * scale)))
-
-
-def fit_size(hw: tuple[int, int], box: tuple[int, int]) -> tuple[int, int]:
-    """The largest ``(h, w)`` of the image's aspect ratio inside ``box`` (at least 1 x 1)."""
-    h, w = hw
-    scale = min(box[0] / h, box[1] / w)
-    return max(1, min(box[0], round(h * scale))), max(1, min(box[1], round(w * scale)))
-
-
-def resized_shape(hw: tuple[int, int], short_side: int, max_size: int, box: tuple[int, int]) -> tuple[int, int]:
-    """The size an image of ``hw`` is resized to before padding: by its short side, or fit into ``box``.
-
-    ``short_side > 0``: :func:`eval_resize_shape`; ``short_side == 0``:
-    :func:`fit_size` into ``box`` (the demo's rule).
-    """
-    if short_side > 0:
-        return eval_resize_shape(hw, short_side, max_size)
-    return fit_size(hw, box)
-
-
-def resize_and_pad(
-    image: np.ndarray, size: tuple[int, int], pad_shape: tuple[int, int], pad_color, name: str = "image"
-) -> np.ndarray:
-    """uint8 ``[H, W, 3]`` resized to ``size`` (bilinear, Pillow) and padded bottom / right to ``pad_shape``."""
-    from PIL import Image
-
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"{name}: image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
-    size = tuple(int(x) for x in size)
-    if size[0] > pad_shape[0] or size[1] > pad_shape[1]:
-        raise ValueError(f"{name}: resized to {size[0]}x{size[1]}, larger than pad_shape {tuple(pad_shape)}")
-    if size != image.shape[:2]:
-        image = np.asarray(Image.fromarray(np.ascontiguousarray(image)).resize(size[::-1], Image.BILINEAR))
-    out = np.empty((*pad_shape, 3), np.uint8)
-    out[...] = np.asarray(pad_color, np.uint8)
-    out[: size[0], : size[1]] = image
-    return out
-
-
-def to_original(prediction: np.ndarray, meta: Mapping) -> np.ndarray:
-    """A map at the padded evaluation size (``[Hp, Wp, ...]``) -> ``[H, W, ...]`` of the original image.
-
-    Crops the valid region, then resizes with nearest neighbour (ids stay ids).
-    """
-    h, w = meta["valid_size"]
-    prediction = np.asarray(prediction)
-    if prediction.shape[0] < h or prediction.shape[1] < w:
-        raise ValueError(f"prediction {prediction.shape[:2]} is smaller than the valid size {(h, w)}")
-    return resize_nearest(prediction[:h, :w], tuple(meta["original_size"]))
-
-
 # ----------------------------------------------------------------------------
 # From one image's maps to COCO segments.
 # ----------------------------------------------------------------------------
-
-
-def to_coco_panoptic(
-    result: Mapping[str, np.ndarray],
-    category_ids: Sequence[int],
-    thing_mask: Sequence[bool],
-    *,
-    names: Sequence[str] | None = None,
-    threshold: float | None = None,
-) -> tuple[np.ndarray, list[dict]]:
-    """One image's result -> (id map ``[H, W]`` int32, COCO ``segments_info``).
-
-    Args:
-      result: one (unbatched) output of :func:`pcv.inference.panoptic_inference`.
-      category_ids: the dataset's category id of each train id.
-      thing_mask: C booleans (which train ids are things).
-      names: the category name of each train id (adds ``category_name``).
-      threshold: the peak threshold the result was made with (for ``score``).
-    Returns:
-      ``id_map`` with 0 = void and ids 1, 2, ... (write it with
-      :func:`pcv.data.id2rgb` for a COCO panoptic PNG), and one
-      ``segments_info`` entry per id, in id order (stuff and things sorted by
-      train id, then instance slot), with ``id``, ``category_id``,
-      ``iscrowd`` (0), ``isthing``, ``area``, ``bbox`` (x, y, w, h) and, for
-      instances:
-
-      - ``class_score``: the mean probability of the instance's class over
-        the pixels that voted for it;
-      - ``peak_heat``: the height of its heatmap peak (votes gathered);
-      - ``score`` = ``class_score * peak_heat / (peak_heat + threshold)``:
-        confident in both its class and its votes; in [0, 1), the ranking
-        score for AP (with no ``threshold``, ``class_score``).
-    """
-    semantic = np.asarray(result["semantic"])
-    instance = np.asarray(result["instance"])
-    if semantic.ndim != 2:
-        raise ValueError(f"to_coco_panoptic takes one image's result; semantic has shape {semantic.shape}")
-    thing_mask = np.asarray(thing_mask, bool)
-    # A segment is a (train id, instance slot) pair; stuff has slot 0.
-    slots = int(instance.max()) + 2
-    key = np.where(semantic >= 0, (semantic.astype(np.int64) + 1) * slots + instance, 0)
-    uniq, inverse = np.unique(key, return_inverse=True)
-    inverse = inverse.reshape(key.shape)
-    has_void = uniq[0] == 0
-    id_of = np.arange(len(uniq), dtype=np.int32) + (0 if has_void else 1)  # label j -> id (void stays 0)
-    id_map = id_of[inverse]
-    h, w = key.shape
-    n = len(uniq)
-    areas = np.bincount(inverse.ravel(), minlength=n)
-    rows = np.bincount((inverse * h + np.arange(h)[:, None]).ravel(), minlength=n * h).reshape(n, h) > 0
-    cols = np.bincount((inverse * w + np.arange(w)[None, :]).ravel(), minlength=n * w).reshape(n, w) > 0
-    scores = result.get("instance_score")
-    class_probs = result.get("instance_class_prob")
-    segments = []
-    for j, kv in enumerate(uniq.tolist()):
-        if kv == 0:
-            continue
-        train_id, slot = divmod(kv, slots)
-        train_id -= 1
-        if not 0 <= train_id < len(category_ids):
-            raise ValueError(f"train id {train_id} has no category id (got {len(category_ids)} category ids)")
-        r, c = np.flatnonzero(rows[j]), np.flatnonzero(cols[j])
-        seg = {
-            "id": int(id_of[j]),
-            "category_id": int(category_ids[train_id]),
-            "iscrowd": 0,
-            "isthing": int(thing_mask[train_id]),
-            "area": int(areas[j]),
-            "bbox": [int(c[0]), int(r[0]), int(c[-1] - c[0] + 1), int(r[-1] - r[0] + 1)],
-        }
-        if names is not None:
-            seg["category_name"] = str(names[train_id])
-        if slot > 0 and scores is not None and class_probs is not None:
-            heat, prob = float(np.asarray(scores)[slot - 1]), float(np.asarray(class_probs)[slot - 1])
-            seg["class_score"] = round(prob, 6)
-            seg["peak_heat"] = round(heat, 6)
-            seg["score"] = round(prob * heat / (heat + threshold) if threshold else prob, 6)
-        segments.append(seg)
-    return id_map, segments
-
-
-#: Result maps at the input resolution (mapped back to the original size); the rest live on the heads' map.
-IMAGE_MAPS = ("semantic", "instance")
-
-
-@dataclasses.dataclass
-class Prediction:
-    """The panoptic answer for one image.
-
-    Attributes:
-      ids: int32 ``[H, W]`` panoptic id map at the image's size, 0 = void.
-      segments_info: one dict per id (:func:`to_coco_panoptic`: ``id``,
-        ``category_id``, ``category_name``, ``isthing``, ``iscrowd``,
-        ``area``, ``bbox``; instances also ``score``, ``class_score``,
-        ``peak_heat``).
-      semantic: int32 ``[H, W]`` train id per pixel, -1 void.
-      instance: int32 ``[H, W]``, instance slot + 1, 0 for stuff and void.
-      heatmap: ``[h, w]`` vote heatmap on the heads' map of the image (stride 4
-        of the resized image, padding cropped off).
-      peaks: int32 ``[N, 2]`` (y, x) on that map; boxes int32 ``[N, 4]``;
-        instance_valid bool ``[N]``; instance_score ``[N]`` (peak heat).
-      scale: ``(sy, sx)`` image pixels per heatmap pixel.
-      meta: ``original_size``, ``valid_size`` (the resized image), ``image_id``.
-    """
-
-    ids: np.ndarray
-    segments_info: list[dict]
-    semantic: np.ndarray
-    instance: np.ndarray
-    heatmap: np.ndarray
-    peaks: np.ndarray
-    boxes: np.ndarray
-    instance_valid: np.ndarray
-    instance_score: np.ndarray
-    scale: tuple[float, float]
-    meta: dict
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return tuple(self.ids.shape)
-
-
-def finish(
-    result: Mapping,
-    meta: Mapping,
-    *,
-    category_ids: Sequence[int],
-    thing_mask: Sequence[bool],
-    names: Sequence[str],
-    threshold: float,
-    stride: int,
-) -> Prediction:
-    """One image's raw result (maps at the padded size) -> its :class:`Prediction` at the original size."""
-    maps = {key: to_original(result[key], meta) for key in IMAGE_MAPS}
-    ids, segments = to_coco_panoptic({**result, **maps}, category_ids, thing_mask, names=names, threshold=threshold)
-    hh, hw = (-(-int(s) // stride) for s in meta["valid_size"])
-    oh, ow = meta["original_size"]
-    return Prediction(
-        ids=ids,
-        segments_info=segments,
-        semantic=maps["semantic"],
-        instance=maps["instance"],
-        heatmap=np.asarray(result["heatmap"])[:hh, :hw],
-        peaks=np.asarray(result["peaks"]),
-        boxes=np.asarray(result["boxes"]),
-        instance_valid=np.asarray(result["instance_valid"]),
-        instance_score=np.asarray(result["instance_score"]),
-        scale=(oh / hh, ow / hw),
-        meta=dict(meta),
-    )
 
 
 # ----------------------------------------------------------------------------

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pcv.config import InferenceConfig
-from pcv.portable import to_coco_panoptic
+from pcv.inference.segments import to_coco_panoptic
 from pcv.voting.aggregation import heatmap
 from pcv.voting.backprojection import cell_bounds, ranks_in
 from pcv.voting.grid import VoteGrid
@@ -70,7 +70,7 @@ def resize_nearest(x, out_hw: tuple[int, int]):
     """Nearest-neighbour resize of ``[H, W, ...]`` with half-pixel centres.
 
     Output pixel i samples input ``floor((i + 0.5) * H / H_out)``; the same
-    rule as :func:`pcv.targets.resize_nearest`. Used for ids: never blends.
+    rule as :func:`pcv.data.resize.resize_nearest`. Used for ids: never blends.
     """
     h, w = x.shape[:2]
     oh, ow = out_hw
