@@ -41,17 +41,17 @@ from __future__ import annotations
 import json
 import sys
 
+from absl import flags
+
+from pcv import cli
 from pcv.benchmarks.pipeline import bench_pipeline
 from pcv.benchmarks.timing import environment
 from pcv.benchmarks.training import bench_train
 from pcv.benchmarks.voting import SIZES, bench_memory, bench_scaling, bench_voting
+from pcv.errors import ConfigError
 
 
 def main(argv=None) -> int:
-    from absl import flags
-
-    from pcv import cli
-    from pcv.errors import ConfigError
 
     fv = cli.new_flags()
     flags.DEFINE_string(
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
                 json.dump({"environment": env, "rows": rows}, f, indent=2)
         return 0
 
-    return cli.run(fv, program, argv, takes_config=False)
+    return cli.run(fv, program, argv)
 
 
 SUITES = ("voting", "train", "pipeline", "scaling", "memory")

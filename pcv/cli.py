@@ -8,8 +8,14 @@ repeatedly in one process, e.g. from tests) and hands it and a function to
 :func:`run`, which
 
 - parses the flags; ``--config=<name or path>[:variant]`` names a config
-  (:mod:`pcv.configs`) and ``--config.<field>=<value>`` overrides any field
-  (values are Python literals, or plain text for text fields);
+  (:func:`pcv.config.load`); ``--config.<field>=<value>`` changes a field
+  (values are Python literals, or plain text for text fields). Each command
+  declares which fields it lets the user change (``run(..., overrides=...)``:
+  train every one, evaluate the data and post-processing settings, predict
+  and export the post-processing and evaluation geometry); the names are
+  checked against the schema and that list before anything runs, and the
+  command gets the values, typed, to apply once with
+  :func:`pcv.config.override`;
 - prints an expected failure (:class:`~pcv.errors.PcvError`, a bad flag,
   an OS error such as a missing file, no permission or a full disk) as one
   line ``error: ...`` and exits with code 1; ``--debug`` (or
@@ -20,18 +26,24 @@ repeatedly in one process, e.g. from tests) and hands it and a function to
 from __future__ import annotations
 
 import ast
-import dataclasses
+import fnmatch
+import logging as py_logging
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 
-from absl import flags
+from absl import flags, logging
 
-from pcv import configs
+from pcv import config as config_lib
 from pcv.errors import ConfigError, PcvError, one_line
 
 CONFIG_PREFIX = "--config."
+#: ``run(..., overrides=EVERY_FIELD)``: the command lets the user change any field (train).
+EVERY_FIELD = ("*",)
+#: What a command that uses a trained model may change: the post-processing and the evaluation geometry.
+MODEL_SETTINGS = ("inference.*", "data.image_size", "data.eval_short_side", "data.eval_max_size", "data.eval_pad_shape")
 
 
 def new_flags() -> flags.FlagValues:
@@ -42,14 +54,14 @@ def new_flags() -> flags.FlagValues:
 
 
 def define_config_flag(
-    fv: flags.FlagValues, default: str | None = configs.DEFAULT, help_text: str | None = None
+    fv: flags.FlagValues, default: str | None = config_lib.DEFAULT, help_text: str | None = None
 ) -> None:
     flags.DEFINE_string(
         "config",
         default,
         help_text
         or "Config: a shipped name ("
-        + ", ".join(configs.NAMES)
+        + ", ".join(config_lib.SHIPPED)
         + ") or a file path, with an optional "
         ":variant (e.g. synthetic:smoke). Override fields with --config.<field>=<value>.",
         flag_values=fv,
@@ -93,44 +105,22 @@ def parse_value(text: str, default) -> object:
         return text
 
 
-def apply_overrides(config, overrides: Sequence[tuple[str, str]]):
-    """Set dotted fields of a ConfigDict from flag text (unknown fields are left to validation to name)."""
-    from pcv.config import Config, dotted_parent, flat
+def parse_overrides(pairs: Sequence[tuple[str, str]], allowed: Sequence[str]) -> dict[str, object]:
+    """``--config.<field>=<text>`` pairs -> ``{field: value}`` in the field's type, for :func:`pcv.config.override`.
 
-    defaults = flat(Config())
-    for name, text in overrides:
-        node, last = dotted_parent(config, name)
-        value = parse_value(text, defaults.get(name, node.get(last)))
-        try:
-            node[last] = value
-        except TypeError:
-            expected = type(node[last]).__name__
-            raise ConfigError(f"config.{name}: expected {expected}, got {text!r}") from None
-    return config
-
-
-def inference_overrides(overrides: Sequence[tuple[str, str]], doing: str) -> dict:
-    """``--config.inference.<field>=<value>`` pairs as ``{field: value}``; any other field is refused.
-
-    For the commands that use a trained model (predict, export), where only
-    the post-processing may change. ``doing``: e.g. ``"predicting"``.
+    ``allowed``: the fields the command lets the user change, as patterns
+    (``"inference.*"``, ``"steps"``; :data:`EVERY_FIELD`). An unknown field
+    (with a suggestion) or one the command does not change raises
+    :class:`~pcv.errors.ConfigError` naming it.
     """
-    from pcv.config import InferenceConfig
-
-    defaults = dataclasses.asdict(InferenceConfig())
+    defaults = config_lib.flat(config_lib.Config())
     values = {}
-    for name, text in overrides:
-        field = name.split(".", 1)[1] if name.startswith("inference.") else None
-        if field not in defaults:
-            raise ConfigError(f"config.{name}: only config.inference.* can change when {doing}")
-        values[field] = parse_value(text, defaults[field])
+    for name, text in pairs:
+        config_lib.check_field(name)
+        if not any(fnmatch.fnmatchcase(name, pattern) for pattern in allowed):
+            raise ConfigError(f"config.{name}: cannot change here; this command changes only {', '.join(allowed)}")
+        values[name] = parse_value(text, defaults[name])
     return values
-
-
-def load_config(spec: str | None, overrides: Sequence[tuple[str, str]] = ()):
-    """The ConfigDict of ``--config`` with the overrides applied."""
-    config = configs.load(spec or configs.DEFAULT)
-    return apply_overrides(config, overrides)
 
 
 def quiet_libraries(debug: bool) -> None:
@@ -141,11 +131,6 @@ def quiet_libraries(debug: bool) -> None:
     trainer, which reports it as one line. Without ``--debug`` only warnings
     of pcv's own and that one line are printed.
     """
-    import logging as py_logging
-    import threading
-
-    from absl import logging
-
     logging.set_verbosity(logging.WARNING)
     if debug:
         return
@@ -166,15 +151,10 @@ def quiet_libraries(debug: bool) -> None:
 
 def expected(error: BaseException) -> bool:
     """Whether ``error`` is an expected failure (module docstring) rather than a bug."""
-    return isinstance(error, (PcvError, OSError, flags.Error)) or type(error).__name__ in (
-        "PanopticDataError",
-        "PQInputError",
-        "CorruptFileError",
-        "WeightMismatchError",
-    )
+    return isinstance(error, (PcvError, OSError, flags.Error))
 
 
-def print_help(fv: flags.FlagValues, program: Callable, takes_config: bool) -> None:
+def print_help(fv: flags.FlagValues, program: Callable, overrides: Sequence[str] | None) -> None:
     """The command's module docstring (its usage), then its flags."""
     module = sys.modules.get(getattr(program, "__module__", ""), None)
     doc = (getattr(module, "__doc__", None) or "").strip()
@@ -182,38 +162,41 @@ def print_help(fv: flags.FlagValues, program: Callable, takes_config: bool) -> N
         print(doc, end="\n\n")
     print("flags:")
     print(fv.get_help(include_special_flags=False))
-    if takes_config:
-        print("\n  --config.<field>=<value>: override one config field (see pcv/config.py)")
+    if overrides is not None:
+        which = "any field" if tuple(overrides) == EVERY_FIELD else ", ".join(overrides)
+        print(f"\n  --config.<field>=<value>: change a config field ({which}; see pcv/config.py)")
 
 
 def run(
     fv: flags.FlagValues,
-    program: Callable[[list[str], list[tuple[str, str]]], int | None],
+    program: Callable[[list[str], dict[str, object]], int | None],
     argv: Sequence[str] | None = None,
     *,
-    takes_config: bool = True,
+    overrides: Sequence[str] | None = None,
 ) -> int:
     """Parse ``fv`` from ``argv``, call ``program(args, overrides)``, turn expected failures into one line.
 
     ``argv``: the arguments after the program name (default ``sys.argv[1:]``).
-    ``args`` are the positional arguments (``args[0]`` the program name),
-    ``overrides`` the ``--config.<field>=<value>`` pairs. Returns the exit
-    code (the caller passes it to ``sys.exit``).
+    ``args`` are the positional arguments (``args[0]`` the program name).
+    ``overrides``: the config fields the command lets the user change
+    (patterns, :func:`parse_overrides`), or None when it takes no
+    ``--config.*`` flags; ``program`` gets them as ``{field: value}``.
+    Returns the exit code (the caller passes it to ``sys.exit``).
     """
     argv = list(sys.argv) if argv is None else ["pcv", *argv]
     debug = os.environ.get("PCV_DEBUG", "") not in ("", "0")
     if any(a in ("-h", "--help", "--helpshort", "--helpfull") for a in argv[1:]):
-        print_help(fv, program, takes_config)
+        print_help(fv, program, overrides)
         return 0
     try:
-        if takes_config:
-            argv, overrides = split_overrides(argv)
-        else:
-            overrides = []
+        pairs = []
+        if overrides is not None:
+            argv, pairs = split_overrides(argv)
         args = fv(argv)
         debug = debug or fv.debug
         quiet_libraries(debug)
-        code = program(args, overrides)
+        values = parse_overrides(pairs, overrides) if overrides is not None else {}
+        code = program(args, values)
         return int(code or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

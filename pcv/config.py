@@ -1,23 +1,24 @@
 """The run configuration: every field, its default and its meaning, defined once.
 
-This is the base config. Its defaults are the built-in demo's (small
-network, 128 x 128 synthetic scenes), except the post-processing, whose
-defaults are the paper's COCO settings. The files in :mod:`pcv.configs` (``synthetic``,
-``coco_r50``, ``cityscapes_r50``, ``custom``) start from
-:func:`default_config` and override only what differs; any field can be set
-on the command line (``--config.optimizer.learning_rate=0.01``).
+One representation: :class:`Config`, frozen dataclasses, one per section
+(``DataConfig``, ``ModelConfig``, ``LossConfig``, ``OptimizerConfig``,
+``InferenceConfig``), each validating its own fields in ``__post_init__``.
+Its defaults are the built-in demo's (small network, 128 x 128 synthetic
+scenes), except the post-processing, whose defaults are the paper's COCO
+settings. Library functions take the typed pieces.
 
-Two forms of one config:
+Every config enters through one of three doors and is validated there:
 
-- an ``ml_collections.ConfigDict`` (what config files return and flags
-  override), and
-- the typed :class:`Config`: frozen dataclasses, one per section, each
-  validating its own fields in ``__post_init__``. Library functions take the
-  typed pieces (``ModelConfig``, ``DataConfig``, ``OptimizerConfig``,
-  ``InferenceConfig``), never a whole ConfigDict.
+- a config file, by name or path (:func:`load`, ``--config=name[:variant]``):
+  the shipped ones in ``pcv/configs`` return ``override(Config(), {...})``,
+  only what differs from the defaults; a file in the older form, a
+  ``ml_collections.ConfigDict`` built on :func:`default_config`, still loads;
+- a work dir's ``config.json`` (:func:`from_json`);
+- changes by dotted name (:func:`override`), which is also what
+  ``--config.<field>=<value>`` on the command line does (:mod:`pcv.cli`,
+  once, for every command).
 
-:func:`from_mapping` turns a ConfigDict (or the JSON a work dir keeps) into
-a :class:`Config`; an unknown field, a wrong type or a bad value raises one
+An unknown field, a wrong type or a bad value raises one
 :class:`~pcv.errors.ConfigError` naming the field (``config.data.crop_size:
 ...``). :func:`changed_fields` lists what differs between two configs, and
 :data:`RESUMABLE` says which fields a restarted run may change.
@@ -29,11 +30,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib.util
 import json
+import os
+import pathlib
 from collections.abc import Mapping
 from typing import Any
 
+import ml_collections
+
 from pcv.errors import ConfigError
+from pcv.voting.grid import VoteGrid
 
 # The network's geometry, defined once. The heads predict at OUTPUT_STRIDE: one
 # map pixel per 4 x 4 input pixels, so targets, heatmaps, peaks and vote bins
@@ -89,7 +96,7 @@ class DataConfig:
     """Where examples come from and how they are transformed (``config.data``)."""
 
     name: str = "synthetic"  # "synthetic" (built-in demo, drawn on the fly) or "panoptic" (python -m pcv.prepare)
-    data_dir: str = ""  # panoptic: the prepared dataset (the directory pcv.prepare printed)
+    data_dir: str = ""  # panoptic: the prepared dataset (the directory pcv.prepare printed); required to run
     train_split: str = "train"  # panoptic: split to train on
     val_split: str = "val"  # panoptic: split to report PQ on
     calibration_images: int = 0  # images held out of train_split to calibrate post-processing (0 = none)
@@ -109,11 +116,6 @@ class DataConfig:
 
     def __post_init__(self):
         _need(self.name in DATASETS, "name", f"{self.name!r} must be one of {DATASETS}")
-        _need(
-            self.name != "panoptic" or bool(self.data_dir),
-            "data_dir",
-            "must name a prepared dataset (python -m pcv.prepare prints its path)",
-        )
         _need(self.calibration_images >= 0, "calibration_images", f"must be >= 0, got {self.calibration_images}")
         _size(self.image_size, "image_size", allow_empty=False, multiple=SIZE_MULTIPLE)
         _need(self.num_train >= 0, "num_train", f"must be >= 0 (0 = unbounded), got {self.num_train}")
@@ -229,7 +231,7 @@ class InferenceConfig:
     method: str = "shift"  # vote aggregation: "shift" (fast) or "conv" (the paper's transposed convs)
     # Steps 6-7 at the input size from bilinearly upsampled logits, instead of the stride-4 map
     # resized by nearest neighbour (the paper's step 8, kept by the COCO and Cityscapes configs).
-    full_resolution: bool = True  # sharper masks: PQ +2.1 to +5.0 on the demo and generated data
+    full_resolution: bool = True  # sharper masks than the stride-4 staircase (measured in BENCHMARKS.md)
 
     def __post_init__(self):
         _need(self.max_instances >= 1, "max_instances", f"must be >= 1, got {self.max_instances}")
@@ -265,8 +267,6 @@ class Config:
     def __post_init__(self):
         _need(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         try:
-            from pcv.voting.grid import VoteGrid
-
             VoteGrid(self.grid)
         except ValueError as e:
             raise ConfigError(f"grid: {e}") from None
@@ -296,12 +296,6 @@ class Config:
     def to_dict(self) -> dict:
         """Plain JSON-ready nested dict (tuples become lists)."""
         return json.loads(json.dumps(dataclasses.asdict(self)))
-
-    def to_configdict(self):
-        """The same config as an ``ml_collections.ConfigDict`` (tuples kept)."""
-        import ml_collections
-
-        return ml_collections.ConfigDict(dataclasses.asdict(self))
 
 
 SECTIONS = {
@@ -337,13 +331,15 @@ RESUMABLE = frozenset(
 
 
 # ----------------------------------------------------------------------------
-# ConfigDict / JSON -> Config.
+# Reading configs: a config file, a work dir's config.json, dotted overrides.
 # ----------------------------------------------------------------------------
 
-
-def default_config():
-    """Every field with its default, as an ``ml_collections.ConfigDict`` (config files start here)."""
-    return Config().to_configdict()
+#: The folder of the shipped config files (``pcv/configs``; ``configs/`` in a checkout).
+CONFIG_DIR = pathlib.Path(__file__).resolve().parent / "configs"
+#: Shipped config names (``--config=<name>[:variant]``).
+SHIPPED = ("synthetic", "coco_r50", "cityscapes_r50", "custom")
+#: The config ``python -m pcv.train`` runs without ``--config``.
+DEFAULT = "synthetic"
 
 
 def _coerce(value: Any, default: Any, where: str) -> Any:
@@ -411,10 +407,14 @@ def _section(cls, values: Mapping, where: str):
         raise ConfigError(f"{where}.{e}") from None
 
 
-def from_mapping(values, where: str = "config") -> Config:
-    """A typed, validated :class:`Config` from a ConfigDict or nested dict (missing fields: defaults).
+def read(values, where: str = "config") -> Config:
+    """A typed, validated :class:`Config` from what a config file returns or a work dir keeps.
 
-    Raises :class:`~pcv.errors.ConfigError` naming the first bad field.
+    ``values``: a :class:`Config` (returned as it is), or a nested mapping of
+    fields, such as the ``ml_collections.ConfigDict`` of a config file in
+    the older form (:func:`default_config`) or parsed ``config.json``;
+    missing fields keep their defaults. Raises
+    :class:`~pcv.errors.ConfigError` naming the first bad field.
     """
     if isinstance(values, Config):
         return values
@@ -424,15 +424,16 @@ def from_mapping(values, where: str = "config") -> Config:
 
 
 def from_json(text: str, where: str) -> Config:
+    """The :class:`Config` of a work dir's ``config.json`` (``where``: its path, for messages)."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ConfigError(f"{where} is not valid JSON: {e}") from None
-    return from_mapping(data, "config")
+    return read(data, "config")
 
 
 def flat(config: Config) -> dict[str, Any]:
-    """``{"data.crop_size": (512, 512), "steps": 90000, ...}`` of every field."""
+    """``{"data.crop_size": (512, 512), "steps": 90000, ...}``: every field by its dotted name."""
     out = {}
     for f in dataclasses.fields(config):
         value = getattr(config, f.name)
@@ -443,35 +444,120 @@ def flat(config: Config) -> dict[str, Any]:
     return out
 
 
+#: Every field's dotted name (``"data.crop_size"``, ``"steps"``, ...).
+FIELDS = tuple(flat(Config()))
+
+
+def check_field(name: str) -> None:
+    """Raise :class:`~pcv.errors.ConfigError` unless ``name`` is a field's dotted name (with a suggestion)."""
+    if name in FIELDS:
+        return
+    group, _, last = name.rpartition(".")
+    if group and group not in SECTIONS:
+        raise ConfigError(f"config.{name}: no such field ({group!r} is not a group of fields)")
+    known = [f.rpartition(".")[2] for f in FIELDS if f.rpartition(".")[0] == group]
+    raise _unknown(last, known, f"config.{group}" if group else "config")
+
+
+def override(config: Config, changes: Mapping[str, Any]) -> Config:
+    """A copy of ``config`` with fields changed by dotted name, validated once, all together.
+
+    ``override(config, {"data.num_val": 4, "steps": 2})``. Values are
+    converted to the field's type (lists -> tuples, whole floats -> ints)
+    and checked as a config file's are; an unknown field or a bad value
+    raises :class:`~pcv.errors.ConfigError` naming it.
+    """
+    nested = dataclasses.asdict(config)
+    for name, value in changes.items():
+        check_field(name)
+        group, _, last = name.rpartition(".")
+        (nested[group] if group else nested)[last] = value
+    return read(nested)
+
+
 def changed_fields(old: Config, new: Config) -> list[tuple[str, Any, Any]]:
     """``[(field, old value, new value)]`` of every field that differs, in schema order."""
     a, b = flat(old), flat(new)
     return [(k, a[k], b[k]) for k in a if a[k] != b[k]]
 
 
-def replace(config: Config, **changes) -> Config:
-    """A copy with dotted fields changed: ``replace(c, **{"data.num_val": 4, "steps": 2})``."""
-    nested = config.to_dict()
-    for key, value in changes.items():
-        node, last = dotted_parent(nested, key)
-        if last not in node:
-            raise _unknown(last, node, f"config.{key}".rpartition(".")[0])
-        node[last] = value
-    return from_mapping(nested)
+def load(spec: str = DEFAULT) -> Config:
+    """The config ``"name_or_path[:variant]"`` names: a shipped config (:data:`SHIPPED`) or a file.
 
-
-def dotted_parent(root, key: str):
-    """``(group, name)`` of a dotted field in nested dicts or ConfigDicts.
-
-    ``"data.num_val"`` -> ``(root["data"], "num_val")``. A path through something that is not a group of fields is a
-    :class:`~pcv.errors.ConfigError` naming the field.
+    A config file defines ``get_config(arg)`` (``arg``: the text after the
+    first ``:``, or None) returning a :class:`Config` (or a mapping of
+    fields, read by :func:`read`).
     """
-    node = root
-    *path, last = key.split(".")
-    for part in path:
-        if not hasattr(node, "keys") or part not in node:
-            raise ConfigError(f"config.{key}: no such field ({part!r} is not a group of fields)")
-        node = node[part]
-    if not hasattr(node, "keys"):
-        raise ConfigError(f"config.{key}: {'.'.join(path)} is not a group of fields")
-    return node, last
+    name, sep, arg = str(spec).partition(":")
+    path = pathlib.Path(os.path.expanduser(name))
+    if name in SHIPPED and not path.is_file():
+        path = CONFIG_DIR / f"{name}.py"
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist (shipped configs: {', '.join(SHIPPED)})")
+    module_spec = importlib.util.spec_from_file_location(f"pcv_config_{path.stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not hasattr(module, "get_config"):
+        raise ConfigError(f"config file {path} has no get_config(arg) function")
+    try:
+        return read(module.get_config(arg if sep else None))
+    except ConfigError as e:
+        raise ConfigError(f"{e} (in {path})") from None
+
+
+def variant(config: Config, arg: str | None, name: str) -> Config:
+    """A shipped config's variant: ``""`` or None, the config itself; ``"smoke"``, :func:`smoke` of it."""
+    if arg in (None, ""):
+        return config
+    if arg == "smoke":
+        return smoke(config)
+    raise ConfigError(f"config {name}: unknown variant {arg!r}; use '' or 'smoke'")
+
+
+def smoke(config: Config) -> Config:
+    """The config shrunk to run in seconds on a CPU: small network, 64-pixel images, 6 steps.
+
+    The data source, grid, label space and every code path stay those of the
+    config; only sizes, counts and cadences shrink.
+    """
+    data, changes = (
+        config.data,
+        {
+            "model.backbone": "small",
+            "model.fpn_channels": 32,
+            "model.fusion_channels": 32,
+            "model.backbone_norm": "batch",
+            "model.dtype": "float32",
+            "model.pretrained": "",
+            "data.image_size": (64, 64),
+            "data.crop_size": (),
+            "data.num_val": 8,
+            "data.num_workers": 0,
+            "batch_size": 8,
+            "eval_batch_size": 0,
+            "steps": 6,
+            "optimizer.warmup_steps": 2,
+            "log_every": 2,
+            "eval_every": 0,
+            "checkpoint_every": 3,
+            "inference.min_stuff_area": 16,
+            "inference.max_instances": min(config.inference.max_instances, 32),
+            "num_panel_images": 2,
+        },
+    )
+    if data.base_size:
+        changes["data.base_size"] = 64
+    if data.eval_short_side:
+        changes.update({"data.eval_short_side": 64, "data.eval_max_size": 96, "data.eval_pad_shape": ()})
+    return override(config, changes)
+
+
+def default_config():
+    """Every field with its default as an ``ml_collections.ConfigDict``: the older form of config files.
+
+    A config file may build its config by setting fields on this and return
+    it; :func:`load` reads what it returns into a :class:`Config`. The
+    shipped configs return a :class:`Config` (:func:`override` of the
+    defaults) instead.
+    """
+    return ml_collections.ConfigDict(dataclasses.asdict(Config()))

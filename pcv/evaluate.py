@@ -30,10 +30,12 @@ import sys
 from absl import flags
 
 from pcv import cli
-from pcv.config import Config, flat
 from pcv.errors import ConfigError
 from pcv.evaluation.workdir_eval import evaluate_workdir
 from pcv.runtime import distributed
+
+#: What evaluating a trained model may change: the data it is scored on and how (not the model).
+OVERRIDES = ("data.*", "inference.*", "eval_batch_size", "num_devices")
 
 
 def main(argv=None) -> int:
@@ -69,8 +71,6 @@ def main(argv=None) -> int:
         if len(args) > 1:
             raise ConfigError(f"unexpected arguments {args[1:]}; flags are --name=value")
         distributed.initialize()
-        defaults = flat(Config())
-        values = {name: cli.parse_value(text, defaults.get(name, "")) for name, text in overrides}
         evaluate_workdir(
             fv.workdir,
             fv.step,
@@ -78,7 +78,7 @@ def main(argv=None) -> int:
             out_dir=fv.out_dir,
             flip=fv.flip,
             num_images=fv.num_images,
-            overrides=values,
+            overrides=overrides,
             num_workers=fv.workers,
             calibrated=fv.calibrated,
             report=fv.report,
@@ -86,7 +86,7 @@ def main(argv=None) -> int:
         )
         return 0
 
-    return cli.run(fv, program, argv)
+    return cli.run(fv, program, argv, overrides=OVERRIDES)
 
 
 if __name__ == "__main__":

@@ -62,9 +62,8 @@ def main(argv=None) -> int:
         unknown = [p for p in fv.platforms if p not in PLATFORMS]
         if unknown:
             raise ConfigError(f"--platforms: unknown {unknown}; choose from {','.join(PLATFORMS)}")
-        inference = cli.inference_overrides(overrides, "exporting")
         wd = Workdir(fv.workdir)
-        predictor = Predictor.from_workdir(wd, fv.step, inference=inference, calibrated=fv.calibrated, flip=fv.flip)
+        predictor = Predictor.from_workdir(wd, fv.step, overrides=overrides, calibrated=fv.calibrated, flip=fv.flip)
         manifest = export_bundle(
             predictor, fv.out, config=wd.read_config(), platforms=tuple(fv.platforms), overwrite=fv.overwrite
         )
@@ -75,7 +74,7 @@ def main(argv=None) -> int:
         )
         return 0
 
-    return cli.run(fv, program, argv)
+    return cli.run(fv, program, argv, overrides=cli.MODEL_SETTINGS)
 
 
 if __name__ == "__main__":

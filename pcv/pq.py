@@ -40,7 +40,7 @@ def main(argv=None) -> int:
             write_json(as_path(fv.output), results, indent=2)
         return 0
 
-    return cli.run(fv, program, argv, takes_config=False)
+    return cli.run(fv, program, argv)
 
 
 if __name__ == "__main__":

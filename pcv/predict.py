@@ -52,9 +52,8 @@ def main(argv=None) -> int:
             raise ConfigError("--workdir is required: the trainer's work dir")
         if len(args) < 2:
             raise ConfigError("give at least one image file or folder")
-        inference = cli.inference_overrides(overrides, "predicting")
         predictor = Predictor.from_workdir(
-            fv.workdir, fv.step, inference=inference, calibrated=fv.calibrated, flip=fv.flip
+            fv.workdir, fv.step, overrides=overrides, calibrated=fv.calibrated, flip=fv.flip
         )
         out_dir = fv.out_dir or f"{str(fv.workdir).rstrip('/')}/{PREDICT}"
         summary = predict_paths(predictor, args[1:], out_dir, heatmap=fv.heatmap)
@@ -65,7 +64,7 @@ def main(argv=None) -> int:
         print(line, file=sys.stderr if skipped else sys.stdout)
         return 0 if n else 1
 
-    return cli.run(fv, program, argv)
+    return cli.run(fv, program, argv, overrides=cli.MODEL_SETTINGS)
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ from absl import flags
 
 from pcv import cli
 from pcv.data import coco_panoptic
+from pcv.data.stats import summary_lines
 from pcv.errors import ConfigError
 
 CUSTOM_SPLITS = ("train", "val", "test")
@@ -112,8 +113,7 @@ def main(argv=None) -> int:
 
     def program(args, overrides):
         if fv.stats:
-            from pcv.data.stats import summary_lines
-            from pcv.data.tfds_panoptic import read_stats
+            from pcv.data.tfds_panoptic import read_stats  # tensorflow_datasets takes seconds to import
 
             for split, stats in read_stats(fv.stats).items():
                 print("\n".join(summary_lines(split, stats, per_class=True)))
@@ -121,15 +121,13 @@ def main(argv=None) -> int:
         if not fv.dataset or not fv.data_dir:
             raise ConfigError("--dataset (coco, cityscapes or custom) and --data_dir are required")
         logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # takes seconds to import: only when preparing
 
         from pcv.data.tfds_panoptic import prepare_panoptic
 
         tfds.disable_progress_bar()  # our summary says what was written; errors stay one line
         name, sources = build_sources(fv)
         report = prepare_panoptic(name, sources, fv.data_dir, overwrite=fv.overwrite)
-        from pcv.data.stats import summary_lines
-
         for split, info in report["splits"].items():
             print(f"{split}: {info['examples']} examples, {len(info['skipped'])} skipped")
             for s in info["skipped"]:
@@ -139,7 +137,7 @@ def main(argv=None) -> int:
         print(f"prepared: {report['path']}")
         return 0
 
-    return cli.run(fv, program, argv, takes_config=False)
+    return cli.run(fv, program, argv)
 
 
 if __name__ == "__main__":

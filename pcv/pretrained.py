@@ -16,10 +16,12 @@ import sys
 from pathlib import Path
 
 from absl import flags
+from flax import nnx
 
 from pcv import cli
 from pcv.config import BACKBONES
 from pcv.errors import ConfigError
+from pcv.models import build_backbone, weights
 
 USAGE = "usage: python -m pcv.pretrained convert IN.pth OUT.safetensors | check FILE [--backbone=...]"
 
@@ -34,7 +36,6 @@ def main(argv=None) -> int:
     flags.DEFINE_bool("verbose", False, "check: list the ignored names.", short_name="v", flag_values=fv)
 
     def program(args, overrides):
-        from pcv.models import weights
 
         command, rest = (args[1], args[2:]) if len(args) > 1 else (None, [])
         if command == "convert" and len(rest) == 2:
@@ -46,10 +47,6 @@ def main(argv=None) -> int:
             print(f"wrote {len(tensors)} tensors to {output}")
             return 0
         if command == "check" and len(rest) == 1:
-            from flax import nnx
-
-            from pcv.models import build_backbone
-
             backbone = nnx.eval_shape(lambda: build_backbone(fv.backbone, norm=fv.norm, rngs=nnx.Rngs(0)))
             report = weights.load_backbone(backbone, rest[0], prefix=fv.prefix)
             print(report)
@@ -58,7 +55,7 @@ def main(argv=None) -> int:
             return 0
         raise ConfigError(USAGE)
 
-    return cli.run(fv, program, argv, takes_config=False)
+    return cli.run(fv, program, argv)
 
 
 if __name__ == "__main__":

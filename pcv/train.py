@@ -27,6 +27,7 @@ import sys
 from absl import flags
 
 from pcv import cli
+from pcv import config as config_lib
 from pcv.errors import ConfigError
 from pcv.runtime import distributed
 from pcv.training.trainer import DEFAULT_WORKDIR, EXIT_PREEMPTED, train_and_evaluate
@@ -50,11 +51,11 @@ def main(argv=None) -> int:
         if len(args) > 1:
             raise ConfigError(f"unexpected arguments {args[1:]}; flags are --name=value")
         distributed.initialize()
-        config = cli.load_config(fv.config, overrides)
+        config = config_lib.override(config_lib.load(fv.config), overrides)
         results = train_and_evaluate(config, fv.workdir, allow_config_change=fv.allow_config_change)
         return EXIT_PREEMPTED if results.get("preempted") else 0
 
-    return cli.run(fv, program, argv)
+    return cli.run(fv, program, argv, overrides=cli.EVERY_FIELD)
 
 
 if __name__ == "__main__":

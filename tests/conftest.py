@@ -52,7 +52,7 @@ def smoke_workdir(tmp_path_factory):
 # allows (``-m floors``): the ones that lean on each dependency's API (jax and
 # flax: the voting core and a training run; optax and orbax: resume; grain:
 # the pipeline's workers and saved position; tensorboardX and tensorboard:
-# event files; safetensors; ml_collections: configs; tensorflow-datasets: prepare),
+# event files; safetensors; ml_collections: configs; tqdm: the live bar; tensorflow-datasets: prepare),
 # kept to about a minute.
 FLOORS_MODULES = {"test_grid.py", "test_aggregation.py", "test_backprojection.py", "test_structure.py"}
 FLOORS_TESTS = {
@@ -63,6 +63,8 @@ FLOORS_TESTS = {
     "test_safetensors_round_trip",
     "test_build_model_loads_config_model_pretrained_into_pcvnet",
     "test_every_field_has_a_default_and_a_comment",
+    "test_a_config_file_in_the_older_configdict_form_still_loads",
+    "test_progress_on_a_terminal_is_a_live_bar",
     "test_prepare_custom_and_read_back",
 }
 

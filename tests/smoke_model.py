@@ -9,21 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pcv import configs
+from pcv import config as config_lib
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def smoke_config(**overrides):
-    """``synthetic:smoke`` (a ConfigDict) with dotted-key overrides, e.g. ``{"data.num_val": 4}``."""
-    config = configs.load("synthetic:smoke")
-    for key, value in overrides.items():
-        node = config
-        *path, last = key.split(".")
-        for p in path:
-            node = node[p]
-        node[last] = value
-    return config
+    """``synthetic:smoke`` with dotted-key overrides, e.g. ``{"data.num_val": 4}``."""
+    return config_lib.override(config_lib.load("synthetic:smoke"), overrides)
 
 
 def train_smoke(workdir) -> dict:
@@ -84,5 +77,5 @@ def voting_predictor(workdir):
     """:func:`voting_model_state` in a :class:`pcv.Predictor` of the smoke work dir, threshold 1.0."""
     from pcv.inference.predictor import Predictor
 
-    predictor = Predictor.from_workdir(workdir, inference={"threshold": 1.0})
+    predictor = Predictor.from_workdir(workdir, overrides={"inference.threshold": 1.0})
     return predictor.replace(model_state=voting_model_state(predictor.model_state))

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from pcv import cli, configs
+from pcv import cli
 from pcv import config as config_lib
 from pcv.config import Config, DataConfig, InferenceConfig
 from pcv.data.coco_panoptic import custom
@@ -20,13 +20,13 @@ from shared_data import SAMPLE
 
 
 def typed(spec, **overrides):
-    c = configs.load(spec)
-    if c.data.name == "panoptic" and not c.data.data_dir:
-        c.data.data_dir = "/prepared/dataset"
-    return config_lib.replace(config_lib.from_mapping(c), **overrides)
+    config = config_lib.load(spec)
+    if config.data.name == "panoptic" and not config.data.data_dir:
+        config = config_lib.override(config, {"data.data_dir": "/prepared/dataset"})
+    return config_lib.override(config, overrides)
 
 
-@pytest.mark.parametrize("name", configs.NAMES)
+@pytest.mark.parametrize("name", config_lib.SHIPPED)
 @pytest.mark.parametrize("variant", ["", ":smoke"])
 def test_every_config_and_its_smoke_variant_validates(name, variant):
     spec = name + (variant if name != "custom" else (":smoke:/data" if variant else ":/data"))
@@ -39,14 +39,38 @@ def test_every_config_and_its_smoke_variant_validates(name, variant):
 
 
 def test_configs_ship_inside_the_package_and_by_path():
-    assert (configs.CONFIG_DIR / "coco_r50.py").is_file()
-    by_name = configs.load("coco_r50:smoke")
-    by_path = configs.load(str(configs.CONFIG_DIR / "coco_r50.py") + ":smoke")
-    assert by_name.to_dict() == by_path.to_dict()
+    assert (config_lib.CONFIG_DIR / "coco_r50.py").is_file()
+    by_name = config_lib.load("coco_r50:smoke")
+    by_path = config_lib.load(str(config_lib.CONFIG_DIR / "coco_r50.py") + ":smoke")
+    assert by_name == by_path
     with pytest.raises(ConfigError, match="unknown variant 'tiny'"):
-        configs.load("synthetic:tiny")
+        config_lib.load("synthetic:tiny")
     with pytest.raises(ConfigError, match="nope.py does not exist"):
-        configs.load("/nowhere/nope.py")
+        config_lib.load("/nowhere/nope.py")
+
+
+def test_a_config_file_in_the_older_configdict_form_still_loads(tmp_path):
+    # The form the README documented before: get_config() sets fields on default_config() and returns it.
+    (tmp_path / "mine.py").write_text(
+        "from pcv.config import default_config\n"
+        "def get_config(arg=None):\n"
+        "    c = default_config()\n"
+        "    c.steps = 420\n"
+        "    c.data.image_size = (96, 96)\n"
+        "    c.grid = ((1, 1), (3, 1))\n"
+        "    c.inference.threshold = float(arg or 2)\n"
+        "    return c\n"
+    )
+    config = config_lib.load(f"{tmp_path / 'mine.py'}:3")
+    assert isinstance(config, Config)
+    assert (config.steps, config.data.image_size, config.grid) == (420, (96, 96), ((1, 1), (3, 1)))
+    assert config.inference.threshold == 3.0 and config.model == Config().model
+    (tmp_path / "bad.py").write_text(
+        "from pcv.config import default_config\n"
+        "def get_config(arg=None):\n    c = default_config()\n    c.optimizer.learning_rate = -1.0\n    return c\n"
+    )
+    with pytest.raises(ConfigError, match=r"config\.optimizer\.learning_rate: must be > 0"):
+        config_lib.load(str(tmp_path / "bad.py"))
 
 
 def test_paper_configs_use_the_paper_grid_and_schedule():
@@ -71,8 +95,12 @@ def test_every_field_has_a_default_and_a_comment():
             assert "=" in line and "#" in line, f"{section.__name__}.{field} needs a default and a comment"
 
 
+def overridden(spec, pairs, allowed=cli.EVERY_FIELD):
+    return config_lib.override(config_lib.load(spec), cli.parse_overrides(pairs, allowed))
+
+
 def test_overrides_are_typed_and_name_bad_fields():
-    c = cli.load_config(
+    typed_config = overridden(
         "synthetic",
         [
             ("steps", "120"),
@@ -82,16 +110,38 @@ def test_overrides_are_typed_and_name_bad_fields():
             ("data.hflip", "false"),
         ],
     )
-    typed_config = config_lib.from_mapping(c)
     assert typed_config.steps == 120 and typed_config.data.crop_size == (96, 64)
     assert typed_config.grid == ((1, 1), (3, 1)) and typed_config.model.pretrained.endswith("/w.safetensors")
     assert typed_config.data.hflip is False
     with pytest.raises(ConfigError, match=r"config\.data\.crop_sise: no such field \(did you mean crop_size\?\)"):
-        config_lib.from_mapping(cli.load_config("synthetic", [("data.crop_sise", "(64, 64)")]))
+        overridden("synthetic", [("data.crop_sise", "(64, 64)")])
+    with pytest.raises(ConfigError, match=r"config\.modle\.backbone: no such field \('modle' is not a group"):
+        overridden("synthetic", [("modle.backbone", "small")])
     with pytest.raises(ConfigError, match=r"config\.optimizer\.learning_rate: must be > 0"):
-        config_lib.from_mapping(cli.load_config("synthetic", [("optimizer.learning_rate", "0")]))
+        overridden("synthetic", [("optimizer.learning_rate", "0")])
+    with pytest.raises(ConfigError, match=r"config\.steps: expected an integer, got 'ten'"):
+        overridden("synthetic", [("steps", "ten")])
+
+
+def test_each_command_changes_only_the_fields_it_declares():
+    from pcv import evaluate
+
+    values = cli.parse_overrides([("inference.threshold", "2"), ("data.eval_short_side", "96")], cli.MODEL_SETTINGS)
+    assert values == {"inference.threshold": 2.0, "data.eval_short_side": 96}
+    for pairs, allowed in (
+        ([("model.backbone", "resnet50")], cli.MODEL_SETTINGS),
+        ([("steps", "3")], evaluate.OVERRIDES),
+    ):
+        with pytest.raises(ConfigError, match=rf"config\.{pairs[0][0]}: cannot change here; this command changes only"):
+            cli.parse_overrides(pairs, allowed)
+    assert cli.parse_overrides([("data.data_dir", "/elsewhere")], evaluate.OVERRIDES) == {"data.data_dir": "/elsewhere"}
+
+
+def test_a_panoptic_config_without_its_data_is_refused_before_anything_runs(tmp_path):
+    from pcv.training.trainer import check_runtime
+
     with pytest.raises(ConfigError, match=r"config\.data\.data_dir: must name a prepared dataset"):
-        config_lib.from_mapping(configs.load("coco_r50"))
+        check_runtime(config_lib.load("coco_r50:smoke"))
 
 
 def test_bad_eval_fields_are_named():
@@ -105,7 +155,7 @@ def test_bad_eval_fields_are_named():
 
 def test_changed_fields_and_which_may_change_on_resume():
     a = typed("synthetic")
-    b = config_lib.replace(a, **{"log_every": 10, "inference.threshold": 2.0, "optimizer.learning_rate": 0.1})
+    b = config_lib.override(a, {"log_every": 10, "inference.threshold": 2.0, "optimizer.learning_rate": 0.1})
     changes = config_lib.changed_fields(a, b)
     assert [c[0] for c in changes] == ["optimizer.learning_rate", "inference.threshold", "log_every"]
     assert [c[0] for c in changes if c[0] not in config_lib.RESUMABLE] == ["optimizer.learning_rate"]
@@ -117,9 +167,9 @@ def test_custom_recipe_end_to_end(tmp_path):
     """Prepare the real COCO sample, train the custom config's smoke variant, evaluate the checkpoint."""
     source = lambda split: custom(SAMPLE / "panoptic.json", SAMPLE / "panoptic", SAMPLE / "images", split=split)  # noqa: E731
     prepared = prepare_panoptic("sample", {"train": source("train"), "val": source("val")}, tmp_path / "data")
-    config = configs.load(f"custom:smoke:{prepared['path']}")
-    config.steps, config.checkpoint_every, config.optimizer.warmup_steps = 2, 2, 1
-    config.grid = ((1, 1), (3, 1))
+    config = config_lib.load(f"custom:smoke:{prepared['path']}")
+    changes = {"steps": 2, "checkpoint_every": 2, "optimizer.warmup_steps": 1, "grid": ((1, 1), (3, 1))}
+    config = config_lib.override(config, changes)
     workdir = tmp_path / "run"
     results = train_and_evaluate(config, str(workdir), log=lambda *a: None)
     assert results["step"] == 2

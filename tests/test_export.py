@@ -200,5 +200,5 @@ def test_the_command_exports_and_refuses_to_overwrite(smoke_workdir, tmp_path, c
     err = capsys.readouterr().err.strip()
     assert err == f"error: {out} already holds an exported model; pass --overwrite to replace it"
     assert export.main([*args, "--config.model.backbone=resnet50"]) == 1
-    assert "only config.inference.* can change when exporting" in capsys.readouterr().err
+    assert "config.model.backbone: cannot change here; this command changes only inference.*" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no staging folder left behind

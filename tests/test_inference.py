@@ -10,7 +10,7 @@ import pytest
 
 from pcv.config import InferenceConfig
 from pcv.data.targets import make_targets
-from pcv.inference.postprocess import connected_components, panoptic_inference, peak_regions, resize_nearest
+from pcv.inference.postprocess import connected_components, panoptic_inference, peak_regions, resize_map_nearest
 from pcv.inference.segments import to_coco_panoptic
 from pcv.voting import DEFAULT_GRID, SMALL_GRID
 
@@ -96,7 +96,7 @@ def test_stuff_below_min_area_is_void():
         sem, votes, SMALL_GRID, THING, InferenceConfig(threshold=3.0, min_stuff_area=30), output_size=(40, 40)
     )
     assert (np.asarray(big["semantic"])[:6, :6] == 3).all()
-    np.testing.assert_array_equal(big["instance"], resize_nearest(small["instance"], (40, 40)))
+    np.testing.assert_array_equal(big["instance"], resize_map_nearest(small["instance"], (40, 40)))
 
 
 def overlap_scene(p_class, class_b=1):

@@ -53,7 +53,7 @@ def test_an_installed_pcv_trains_the_smoke_config_from_another_folder(installed,
     _, site = installed
     env = dict(os.environ, PYTHONPATH=str(site))
     where = subprocess.run(
-        [sys.executable, "-c", "import pcv, pcv.configs as c; print(pcv.__file__); c.load('coco_r50:smoke')"],
+        [sys.executable, "-c", "import pcv, pcv.config as c; print(pcv.__file__); c.load('coco_r50:smoke')"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

@@ -8,7 +8,8 @@ import pytest
 from pcv.evaluation import metrics, read_id_png
 from pcv.evaluation.evaluator import Evaluator
 from pcv.evaluation.pq import format_table, pq_image_stats
-from pcv.evaluation.report import worst_first
+from pcv.evaluation.protocol import Metric
+from pcv.evaluation.report import PerImageReport, worst_first
 from pcv.evaluation.workdir_eval import evaluate_workdir
 
 from shared_data import REPO_SAMPLE
@@ -110,14 +111,15 @@ def evaluator_with_files(smoke_workdir, tmp_path_factory):
     predictor = voting_predictor(smoke_workdir)
     dataset = make_datasets(Workdir(smoke_workdir).read_config().data).val
     out = tmp_path_factory.mktemp("eval")
-    evaluator = Evaluator(dataset, batch_size=4, out_dir=out, progress=False, per_image=True)
+    chosen = [*metrics.default_metrics(out_dir=out), metrics.CocoPanopticFiles(out), PerImageReport()]
+    evaluator = Evaluator(dataset, batch_size=4, metrics=chosen, progress=False)
     return evaluator, evaluator.run(predictor)
 
 
 def test_the_detections_file_rescores_to_the_same_ap(evaluator_with_files):
     """instances.json (COCO results format) scored by pycocotools from the written files, as another tool would."""
     evaluator, result = evaluator_with_files
-    files = evaluator.files
+    files = result["files"]
     detections = json.loads(open(files["instances_json"]).read())
     assert detections and all({"image_id", "category_id", "segmentation", "score"} == set(d) for d in detections)
     gt = json.loads(open(files["gt_json"]).read())
@@ -148,11 +150,11 @@ def test_the_detections_file_rescores_to_the_same_ap(evaluator_with_files):
 
 def test_the_per_image_report_is_each_images_pq_worst_first(evaluator_with_files):
     evaluator, result = evaluator_with_files
-    files = evaluator.files
+    files = result["files"]
     gt = {a["image_id"]: a for a in json.loads(open(files["gt_json"]).read())["annotations"]}
     pred = {a["image_id"]: a for a in json.loads(open(files["predictions_json"]).read())["annotations"]}
     categories = evaluator.dataset.categories
-    records = evaluator.images
+    records = result["images"]
     assert [r["index"] for r in records] == list(range(evaluator.count))
     for r in records:  # the report's numbers are the PQ of that image's files
         g, p = gt[r["image_id"]], pred[r["image_id"]]
@@ -169,6 +171,45 @@ def test_the_per_image_report_is_each_images_pq_worst_first(evaluator_with_files
         assert r["fp"] == sum(c["fp"] for c in r["classes"].values())
     ranked = worst_first(records)
     assert [r["pq"] for r in ranked] == sorted(r["pq"] for r in records)
+
+
+class InstancesPerImage(Metric):
+    """A metric of a user's own: the mean number of instances found per image, summed over hosts."""
+
+    def reset(self, run):
+        self.images, self.instances = 0, 0
+
+    def add(self, items):
+        self.images += len(items)
+        self.instances += sum(s["isthing"] for i in items for s in i.prediction.segments_info)
+
+    def combine(self):
+        from pcv.runtime.distributed import sum_across_hosts
+
+        self.images, self.instances = map(int, sum_across_hosts(np.array([self.images, self.instances])))
+
+    def result(self):
+        return {"instances_per_image": self.instances / self.images}
+
+
+def test_a_metric_of_your_own_joins_the_results_without_editing_the_loop(smoke_workdir, evaluator_with_files):
+    from pcv.data.datasets import make_datasets
+    from pcv.runtime.workdir import Workdir
+
+    evaluator, expected = evaluator_with_files
+    dataset = make_datasets(Workdir(smoke_workdir).read_config().data).val
+    mine = InstancesPerImage()
+    result = Evaluator(dataset, batch_size=4, metrics=[*metrics.default_metrics(), mine], progress=False).run(
+        voting_predictor(smoke_workdir)
+    )
+    predictions = json.loads(open(expected["files"]["predictions_json"]).read())["annotations"]
+    found = sum(s["isthing"] for a in predictions for s in a["segments_info"])
+    assert found >= 4 and result["instances_per_image"] == found / len(predictions)
+    assert result["All"] == expected["All"] and result["semantic"] == expected["semantic"]  # the others unchanged
+    with pytest.raises(ValueError, match="returns \\['semantic'\\], which another metric returned"):
+        Evaluator(dataset, batch_size=4, metrics=[metrics.SemanticIoU(), metrics.SemanticIoU()], progress=False).run(
+            voting_predictor(smoke_workdir)
+        )
 
 
 def test_evaluate_report_writes_the_ranking_and_a_picture_sheet(smoke_workdir, tmp_path):

@@ -625,3 +625,10 @@ def test_cli_runs_as_module(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
     assert "All       |  100.0  100.0  100.0     2" in proc.stdout
+
+
+def test_the_library_module_points_to_the_command():
+    # python -m pcv.evaluation.pq was round 1's command; it must not run nothing and exit 0.
+    proc = subprocess.run([sys.executable, "-m", "pcv.evaluation.pq"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == "error: the PQ command is python -m pcv.pq --gt_json=... --pred_json=...\n"

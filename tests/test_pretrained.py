@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from pcv import configs
+from pcv import config as config_lib
 from pcv.models import Frozen, PCVNet, build_backbone, torchvision_key
 from pcv.models.resnet import max_pool_3x3_s2
 from pcv.models.weights import (
@@ -38,7 +38,7 @@ C, K = 5, 17
 
 
 def synthetic_config(arg):
-    return configs.load(f"synthetic:{arg}")
+    return config_lib.load(f"synthetic:{arg}")
 
 
 # --- torchvision-layout weights, made here --------------------------------------
@@ -371,16 +371,15 @@ def small_file(tmp_path_factory):
 
 def test_build_model_loads_config_model_pretrained_into_pcvnet(small_file, tmp_path):
     """build_model passes config.model.pretrained to PCVNet(pretrained=...), which loads it at init."""
-    from pcv import config as config_lib
     from pcv.errors import ConfigError
     from pcv.models.build import build_model
     from pcv.training.trainer import check_runtime
     from pcv.voting import VoteGrid
 
     path, weights = small_file
-    config = config_lib.from_mapping(synthetic_config("smoke"))
+    config = synthetic_config("smoke")
     assert config.model.pretrained == ""  # scratch by default
-    config = config_lib.replace(config, **{"model.pretrained": str(path)})
+    config = config_lib.override(config, {"model.pretrained": str(path)})
     check_runtime(config)
     model = build_model(config.model, C, VoteGrid(config.grid))
     assert isinstance(model, PCVNet)
@@ -388,11 +387,11 @@ def test_build_model_loads_config_model_pretrained_into_pcvnet(small_file, tmp_p
     # A usable model: real arrays everywhere (the backbone is built abstractly, then filled).
     assert all(isinstance(leaf, jax.Array) for leaf in jax.tree.leaves(nnx.state(model)))
 
-    missing = config_lib.replace(config, **{"model.pretrained": str(tmp_path / "nope.safetensors")})
+    missing = config_lib.override(config, {"model.pretrained": str(tmp_path / "nope.safetensors")})
     with pytest.raises(ConfigError, match=r"config\.model\.pretrained: .*nope\.safetensors"):
         check_runtime(missing)
     with pytest.raises(ConfigError, match=r"config\.model\.backbone_norm"):
-        config_lib.replace(config, **{"model.backbone_norm": "group"})
+        config_lib.override(config, {"model.backbone_norm": "group"})
 
 
 def test_pcvnet_pretrained_errors_come_before_the_rest_of_the_init(small_file):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from pcv import cli, configs
-from pcv.config import default_config, from_mapping
+from pcv import cli
+from pcv.config import Config, load, override
 from pcv.data import write_coco_panoptic
 from pcv.data.stats import DatasetStats
 from pcv.data.synthetic import CATEGORIES, SyntheticConfig, SyntheticPanoptic
@@ -32,10 +32,8 @@ def stats_of(sizes, extents, n=None, stuff_area_rel=0.2, per_image=5, categories
 
 def chosen(stats) -> dict:
     choices = recipe.choose(stats)
-    c = default_config()
-    c.data.name, c.data.data_dir = "panoptic", "/nowhere"
-    recipe.apply(c, choices)
-    config = from_mapping(c.to_dict())  # every choice is a valid config
+    config = override(Config(), {"data.name": "panoptic", "data.data_dir": "/nowhere"})
+    config = override(config, {field: value for field, value, _ in choices})  # every choice is a valid config
     return {field: value for field, value, _ in choices} | {"config": config}
 
 
@@ -99,9 +97,9 @@ def test_custom_with_only_the_data_path_sizes_itself_and_flags_still_win(tmp_pat
     }
     path = prepare_panoptic("demo96x160", sources, tmp_path / "data")["path"]
     capsys.readouterr()
-    config = cli.load_config(f"custom:{path}", [("steps", "50")])
+    config = override(load(f"custom:{path}"), cli.parse_overrides([("steps", "800")], cli.EVERY_FIELD))
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == f"custom recipe sized from {path} (train split):"
     assert "  data.image_size = (96, 160): every image is 96x160: fit into 96x160 (multiples of 32)" in printed
-    assert config.data.image_size == (96, 160) and config.steps == 50  # the flag wins over the recipe's 700
-    assert configs.load(f"custom:smoke:{path}").data.image_size == (64, 64)  # smoke shrinks after the recipe
+    assert config.data.image_size == (96, 160) and config.steps == 800  # the flag wins over the recipe's 700
+    assert load(f"custom:smoke:{path}").data.image_size == (64, 64)  # smoke shrinks after the recipe

@@ -369,7 +369,7 @@ def test_batch_padding_and_errors(examples):
     padded[:64, :96] = small[0]["segment_ids"]
     expected = by_hand({"segment_ids": padded, "segments_info": small[0]["segments_info"]}, GRID, 4, "mass", 0.5)
     np.testing.assert_array_equal(batch["votes"][0], expected["votes"])
-    with pytest.raises(ValueError, match="larger than pad_to"):
+    with pytest.raises(ValueError, match="example 1: cannot pad 128x128 to the smaller 100x100"):
         make_batch(mixed, GRID, small.label_space, pad_to=(100, 100))
     with pytest.raises(ValueError, match="multiple of stride"):
         make_batch([SyntheticPanoptic("val", size=(66, 64), num_examples=1)[0]], GRID, small.label_space)

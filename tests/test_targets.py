@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcv.data.targets import downsample_ids, make_targets, resize_nearest
+from pcv.data.resize import resize_nearest
+from pcv.data.targets import downsample_ids, make_targets
 from pcv.voting import DEFAULT_GRID, SMALL_GRID
 
 from shared_data import SAMPLE  # noqa: E402

@@ -137,7 +137,8 @@ def test_command_line_errors_are_one_line(tmp_path):
     assert unknown.returncode == 1
     assert unknown.stderr.strip() == "error: config.stepz: no such field (did you mean steps?)"
     wrong_type = run_command("pcv.train", "--config=synthetic:smoke", "--config.steps=ten", f"--workdir={tmp_path}")
-    assert wrong_type.returncode == 1 and wrong_type.stderr.strip() == "error: config.steps: expected int, got 'ten'"
+    assert wrong_type.returncode == 1
+    assert wrong_type.stderr.strip() == "error: config.steps: expected an integer, got 'ten'"
     missing = run_command("pcv.train", f"--config={tmp_path}/nope.py", f"--workdir={tmp_path}")
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1 and "nope.py does not exist" in missing.stderr
     not_a_dir = tmp_path / "file"

@@ -10,7 +10,7 @@ from PIL import Image
 from pcv.data import SyntheticPanoptic, example_targets, make_batch, normalize_images, segments_from_ids
 from pcv.data import transforms as T
 from pcv.data.panoptic import LabelSpace
-from pcv.data.targets import resize_nearest
+from pcv.data.resize import resize_nearest
 from pcv.voting import VoteGrid
 
 from shared_data import SAMPLE as COCO_SAMPLE  # noqa: E402

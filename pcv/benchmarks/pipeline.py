@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import time
 
 import numpy as np
+from PIL import Image
 
+from pcv.config import DataConfig
+from pcv.data import SyntheticPanoptic, pipeline
+from pcv.data.panoptic import LabelSpace
+from pcv.evaluation.pq import id2rgb
 from pcv.voting import DEFAULT_GRID
 
 
@@ -16,7 +23,6 @@ class EncodedPanoptic:
     categories = None
 
     def __init__(self, files, categories, length):
-        from pcv.data.panoptic import LabelSpace
 
         self.files = files  # [(jpeg bytes, png bytes, segments_info)]
         self.categories = categories
@@ -27,9 +33,6 @@ class EncodedPanoptic:
         return self.length
 
     def __getitem__(self, i):
-        import io
-
-        from PIL import Image
 
         jpeg, png, info = self.files[int(i) % len(self.files)]
         image = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
@@ -45,11 +48,6 @@ def coco_like_files(source_size: tuple[int, int] | None, coco_sample: str | None
     ``images/`` (like the tests' sample); without one (or with
     ``source_size``) synthetic 640 x 480 files are encoded here.
     """
-    import io
-    import os
-
-    from PIL import Image
-
     if source_size is None and coco_sample and os.path.exists(os.path.join(coco_sample, "panoptic.json")):
         with open(os.path.join(coco_sample, "panoptic.json")) as f:
             gt = json.load(f)
@@ -63,8 +61,6 @@ def coco_like_files(source_size: tuple[int, int] | None, coco_sample: str | None
             files.append((jpeg, png, ann["segments_info"]))
         sizes = ", ".join(f"{im['height']}x{im['width']}" for im in gt["images"])
         return files, gt["categories"], f"COCO sample ({sizes})"
-    from pcv.data import SyntheticPanoptic
-    from pcv.evaluation.pq import id2rgb
 
     h, w = source_size or (480, 640)
     ds = SyntheticPanoptic("val", size=(h, w), num_examples=2, seed=0)
@@ -82,9 +78,6 @@ def bench_pipeline(
     crop: int, base_size: int, batch: int, repeats: int, workers: list[int], source_size=None, coco_sample=None
 ) -> list[dict]:
     """Images per second of this host's training input pipeline (module docstring)."""
-    from pcv.config import DataConfig
-    from pcv.data import pipeline
-
     files, categories, what = coco_like_files(source_size, coco_sample)
     source = EncodedPanoptic(files, categories, length=10_000)
     print(f"  source: {what}, crop {crop}x{crop}, scale 0.5-2.0 of shorter side {base_size}, K={DEFAULT_GRID.num_bins}")

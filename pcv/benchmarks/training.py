@@ -9,18 +9,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from pcv import config as config_lib
+from pcv.training.state import create_train_state
+from pcv.training.step import make_train_step
 from pcv.voting import DEFAULT_GRID
 
 
 def train_step_on_random_data(backbone: str, size, batch: int, dtype: str):
     """``(step, state, batch)``: the train step of a COCO-like model (133 classes, K = 233) on random data."""
-    from pcv import config as config_lib
-    from pcv.training.state import create_train_state
-    from pcv.training.step import make_train_step
-
-    config = config_lib.replace(
+    config = config_lib.override(
         config_lib.Config(),
-        **{
+        {
             "model.backbone": backbone,
             "model.fpn_channels": 256,
             "model.fusion_channels": 128,

@@ -15,7 +15,7 @@ from pcv.benchmarks.timing import compiled_memory, time_fn
 from pcv.benchmarks.training import train_step_on_random_data
 from pcv.config import InferenceConfig
 from pcv.inference.postprocess import panoptic_inference
-from pcv.voting import DEFAULT_GRID, aggregate_votes, backproject
+from pcv.voting import DEFAULT_GRID, VoteGrid, aggregate_votes, backproject
 
 SIZES = {
     # name: (H, W) at the heads' stride, number of semantic classes, number of thing classes
@@ -120,8 +120,6 @@ def bench_scaling(
     repeats: int, sizes=SCALING_SIZES, grids=SCALING_GRIDS, at=(200, 336), size_grid=DEFAULT_GRID.spec
 ) -> list[dict]:
     """Inference and aggregation time and compiled peak memory against map size (``size_grid``) and K (at ``at``)."""
-    from pcv.voting import VoteGrid
-
     rows = []
     cases = [(hw, size_grid) for hw in sizes] + [(at, g) for g in grids if g != size_grid]
     for (h, w), spec in cases:

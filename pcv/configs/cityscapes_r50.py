@@ -37,27 +37,25 @@ Cityscapes schedule); training crops 512 x 1024 after a random scale of
 size, one shape (1024 x 2048); stuff segments under 2048 pixels are void.
 """
 
-from pcv.configs import coco_r50, smoke, unknown_variant
+from pcv.config import Config, load, override, variant
 
 
-def get_config(arg: str | None = None):
-    c = coco_r50.get_config()
-    c.data.image_size = (512, 1024)
-    c.data.base_size = 1024
-    c.data.eval_short_side = 1024
-    c.data.eval_max_size = 2048
-    c.data.eval_pad_shape = (1024, 2048)  # every Cityscapes image is 1024 x 2048
-
-    c.batch_size = 8
-    c.steps = 24_000
-    c.optimizer.learning_rate = 0.01
-    c.optimizer.step_boundaries = (0.75,)
-
-    c.inference.min_stuff_area = 2048
-    c.eval_every = 4000
-    c.checkpoint_every = 1000
-    if arg == "smoke":
-        smoke(c)
-    elif arg not in (None, ""):
-        raise unknown_variant("cityscapes_r50", arg)
-    return c
+def get_config(arg: str | None = None) -> Config:
+    config = override(
+        load("coco_r50"),
+        {
+            "data.image_size": (512, 1024),
+            "data.base_size": 1024,
+            "data.eval_short_side": 1024,
+            "data.eval_max_size": 2048,
+            "data.eval_pad_shape": (1024, 2048),  # every Cityscapes image is 1024 x 2048
+            "batch_size": 8,
+            "steps": 24_000,
+            "optimizer.learning_rate": 0.01,
+            "optimizer.step_boundaries": (0.75,),
+            "inference.min_stuff_area": 2048,
+            "eval_every": 4000,
+            "checkpoint_every": 1000,
+        },
+    )
+    return variant(config, arg, "cityscapes_r50")

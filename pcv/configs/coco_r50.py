@@ -45,44 +45,38 @@ at most 1333, padded to 1344 x 1344; the paper's post-processing (threshold
 4, 100 instance slots, stuff under 4096 pixels void, the stride-4 map resized
 by nearest neighbour). Masks at full resolution
 (``--config.inference.full_resolution=true``, the default elsewhere) gained
-2.1 to 5.0 PQ on small datasets but have not been measured on COCO yet.
+PQ on small datasets (BENCHMARKS.md) but have not been measured on COCO yet.
 """
 
-from pcv.config import default_config
-from pcv.configs import smoke, unknown_variant
+from pcv.config import Config, override, variant
 
 
-def get_config(arg: str | None = None):
-    c = default_config()
-    c.data.name = "panoptic"
-    c.data.data_dir = ""  # required: the prepared dataset (python -m pcv.prepare)
-    c.data.image_size = (512, 512)
-    c.data.scale_range = (0.5, 2.0)
-    c.data.base_size = 800
-    c.data.num_workers = 4  # per host; ~5-6 cores per accelerator keep it fed (BENCHMARKS.md)
-    c.data.eval_short_side = 800
-    c.data.eval_max_size = 1333  # padded to (1344, 1344): one shape for both orientations
-
-    c.grid = ((1, 1), (3, 4), (9, 3), (27, 3))  # the paper's grid: K = 233, 243 x 243 field
-
-    c.model.backbone = "resnet50"
-    c.model.fpn_channels = 256
-    c.model.fusion_channels = 128
-    c.model.backbone_norm = "frozen"
-    c.model.dtype = "bfloat16"
-
-    c.inference.full_resolution = False  # the paper's step 8; see the docstring
-
-    c.steps = 90_000
-    c.optimizer.learning_rate = 0.02
-    c.optimizer.warmup_steps = 1000
-    c.optimizer.schedule = "step"
-
-    c.log_every = 100
-    c.eval_every = 10_000
-    c.checkpoint_every = 2000
-    if arg == "smoke":
-        smoke(c)
-    elif arg not in (None, ""):
-        raise unknown_variant("coco_r50", arg)
-    return c
+def get_config(arg: str | None = None) -> Config:
+    config = override(
+        Config(),
+        {
+            "data.name": "panoptic",
+            "data.data_dir": "",  # required: the prepared dataset (python -m pcv.prepare)
+            "data.image_size": (512, 512),
+            "data.scale_range": (0.5, 2.0),
+            "data.base_size": 800,
+            "data.num_workers": 4,  # per host; ~5-6 cores per accelerator keep it fed (BENCHMARKS.md)
+            "data.eval_short_side": 800,
+            "data.eval_max_size": 1333,  # padded to (1344, 1344): one shape for both orientations
+            "grid": ((1, 1), (3, 4), (9, 3), (27, 3)),  # the paper's grid: K = 233, 243 x 243 field
+            "model.backbone": "resnet50",
+            "model.fpn_channels": 256,
+            "model.fusion_channels": 128,
+            "model.backbone_norm": "frozen",
+            "model.dtype": "bfloat16",
+            "inference.full_resolution": False,  # the paper's step 8; see the docstring
+            "steps": 90_000,
+            "optimizer.learning_rate": 0.02,
+            "optimizer.warmup_steps": 1000,
+            "optimizer.schedule": "step",
+            "log_every": 100,
+            "eval_every": 10_000,
+            "checkpoint_every": 2000,
+        },
+    )
+    return variant(config, arg, "coco_r50")

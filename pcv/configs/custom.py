@@ -37,49 +37,51 @@ The variant argument is the prepared dataset's directory (or set
 
 import os
 
-from pcv.config import default_config
-from pcv.configs import smoke
+from pcv.config import Config, override, variant
+from pcv.data.coco_panoptic import PanopticDataError
+from pcv.training import recipe
 
 
-def get_config(arg: str | None = None):
+def get_config(arg: str | None = None) -> Config:
     """``arg``: ``[smoke:]<prepared dataset directory>``."""
-    variant, _, data_dir = (arg or "").rpartition(":") if (arg or "").startswith("smoke:") else ("", "", arg or "")
-    c = default_config()
-    c.data.name = "panoptic"
-    c.data.data_dir = os.path.expanduser(data_dir) if data_dir else ""
+    name, data_dir = ("smoke", arg[len("smoke:") :]) if (arg or "").startswith("smoke:") else ("", arg or "")
+    data_dir = os.path.expanduser(data_dir) if data_dir else ""
     # Without statistics (a dataset prepared by an older pcv): a fixed recipe for photos.
-    c.data.image_size = (512, 512)
-    c.data.scale_range = (0.5, 2.0)
-    c.data.base_size = 512
-    c.data.num_workers = 2
-    c.data.eval_short_side = 512
-    c.data.eval_max_size = 853
-    c.model.fpn_channels = 128
-    c.model.fusion_channels = 128
-    c.steps = 20_000
-    c.optimizer.learning_rate = 0.02
-    c.optimizer.warmup_steps = 500
-    c.inference.min_stuff_area = 1024
-    c.eval_every = 5000
-    c.checkpoint_every = 1000
+    config = override(
+        Config(),
+        {
+            "data.name": "panoptic",
+            "data.data_dir": data_dir,
+            "data.image_size": (512, 512),
+            "data.scale_range": (0.5, 2.0),
+            "data.base_size": 512,
+            "data.num_workers": 2,
+            "data.eval_short_side": 512,
+            "data.eval_max_size": 853,
+            "model.fpn_channels": 128,
+            "model.fusion_channels": 128,
+            "steps": 20_000,
+            "optimizer.learning_rate": 0.02,
+            "optimizer.warmup_steps": 500,
+            "inference.min_stuff_area": 1024,
+            "eval_every": 5000,
+            "checkpoint_every": 1000,
+        },
+    )
     if data_dir:
-        _size_from_statistics(c, c.data.data_dir)
-    if variant == "smoke":
-        smoke(c)
-    return c
+        config = _sized_from_statistics(config, data_dir)
+    return variant(config, name, "custom")
 
 
-def _size_from_statistics(c, data_dir: str) -> None:
-    from pcv.data.coco_panoptic import PanopticDataError
-    from pcv.data.tfds_panoptic import read_stats
-    from pcv.training import recipe
+def _sized_from_statistics(config: Config, data_dir: str) -> Config:
+    from pcv.data.tfds_panoptic import read_stats  # tensorflow_datasets takes seconds to import
 
     try:
         stats = read_stats(data_dir)
     except (PanopticDataError, OSError, ValueError) as e:
         print(f"custom recipe: no statistics ({e}); the fixed recipe for photos")
-        return
-    split = c.data.train_split if c.data.train_split in stats else next(iter(stats))
+        return config
+    split = config.data.train_split if config.data.train_split in stats else next(iter(stats))
     choices = recipe.choose(stats[split])
-    recipe.apply(c, choices)
     print("\n".join(recipe.describe(choices, f"{data_dir} ({split} split)")))
+    return override(config, {field: value for field, value, _ in choices})

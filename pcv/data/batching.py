@@ -118,7 +118,7 @@ def make_batch(
         if image.shape[:2] != sid.shape:
             raise ValueError(f"example {n}: image {image.shape[:2]} and segment_ids {sid.shape} differ in size")
         if pad_to is not None:
-            image, sid = _pad(image, sid, tuple(pad_to), n)
+            image, sid = pad_example_arrays(image, sid, tuple(pad_to), name=f"example {n}")
         images.append(image)
         ids.append(sid)
     shapes = {s.shape for s in ids}
@@ -147,10 +147,15 @@ def make_batch(
     }
 
 
-def _pad(image: np.ndarray, ids: np.ndarray, size: tuple[int, int], n: int) -> tuple[np.ndarray, np.ndarray]:
+def pad_example_arrays(
+    image: np.ndarray, ids: np.ndarray, size: tuple[int, int], *, name: str = "example"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pad bottom / right to ``size``: the image with :data:`PAD_COLOR`, the ids with 0 (void)."""
     h, w = ids.shape
+    if (h, w) == tuple(size):
+        return image, ids
     if h > size[0] or w > size[1]:
-        raise ValueError(f"example {n} is {h}x{w}, larger than pad_to {size[0]}x{size[1]}")
+        raise ValueError(f"{name}: cannot pad {h}x{w} to the smaller {size[0]}x{size[1]}")
     out_image = np.empty((*size, 3), np.uint8)
     out_image[...] = PAD_COLOR
     out_image[:h, :w] = image

@@ -50,7 +50,7 @@ def make_datasets(data, seed: int = 0) -> Splits:
         if data.calibration_images:
             calibration = SyntheticPanoptic("calibration", size=size, num_examples=data.calibration_images, seed=seed)
         return Splits(train, val, calibration)
-    from pcv.data.tfds_panoptic import PreparedPanoptic
+    from pcv.data.tfds_panoptic import PreparedPanoptic  # tensorflow_datasets takes seconds to import
 
     try:
         train = PreparedPanoptic(data.data_dir, data.train_split)

@@ -34,11 +34,15 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 
 import grain
 import jax
 import numpy as np
+from absl import flags
 
 from pcv.config import DataConfig
 from pcv.data import transforms
@@ -134,10 +138,6 @@ NO_SHM = 2**62
 
 def _watch_parent(worker_index: int, worker_count: int) -> None:
     """In a worker process: exit as soon as the process that started it is gone (even killed with -9)."""
-    import os
-    import threading
-    import time
-
     parent = os.getppid()
 
     def watch():
@@ -152,7 +152,6 @@ def _watch_parent(worker_index: int, worker_count: int) -> None:
 def _ensure_flags_parsed() -> None:
     # grain's worker processes read absl flags; outside `absl.app.run` (tests,
     # notebooks, the bench) nothing has parsed them, so take the defaults.
-    from absl import flags
 
     if not flags.FLAGS.is_parsed():
         flags.FLAGS.mark_as_parsed()

@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from PIL import Image
 
 
 def resize_nearest(ids: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of an ``[H, W, ...]`` map with half-pixel centres.
 
     Output pixel i samples input pixel ``floor((i + 0.5) * H_in / H_out)``, the
-    same rule as :func:`pcv.inference.postprocess.resize_nearest`.
+    same rule as :func:`pcv.inference.postprocess.resize_map_nearest` (on the device).
     """
     ids = np.asarray(ids)
     h, w = ids.shape[:2]
@@ -65,8 +66,6 @@ def resize_and_pad(
     image: np.ndarray, size: tuple[int, int], pad_shape: tuple[int, int], pad_color, name: str = "image"
 ) -> np.ndarray:
     """uint8 ``[H, W, 3]`` resized to ``size`` (bilinear, Pillow) and padded bottom / right to ``pad_shape``."""
-    from PIL import Image
-
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"{name}: image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")

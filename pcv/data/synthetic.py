@@ -3,8 +3,8 @@
 No download. Example ``i`` of a split is a pure function of ``(seed, split,
 i)`` (its own ``numpy`` generator seeded from the three), so any position can
 be read in any order: an input pipeline can shuffle, shard by host and resume
-anywhere. Drawing is vectorised numpy: a 128 x 128 example takes about 3 ms
-on one slow CPU core.
+anywhere. Drawing is vectorised numpy, fast enough to feed training from
+the trainer's own threads.
 
 A scene (sizes are for 128 x 128 and scale with ``min(H, W) / 128``):
 

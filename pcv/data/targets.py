@@ -23,7 +23,7 @@ import numpy as np
 from pcv.data.resize import resize_nearest
 from pcv.voting.grid import VoteGrid
 
-__all__ = ["CENTROIDS", "IGNORE", "downsample_ids", "make_targets", "resize_nearest"]
+__all__ = ["CENTROIDS", "IGNORE", "downsample_ids", "make_targets"]
 
 IGNORE = -1
 CENTROIDS = ("mass", "box")

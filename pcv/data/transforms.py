@@ -54,7 +54,7 @@ import numpy as np
 from PIL import Image
 
 from pcv.config import SIZE_MULTIPLE, round_up
-from pcv.data.batching import PAD_COLOR
+from pcv.data.batching import PAD_COLOR, pad_example_arrays
 from pcv.data.resize import eval_resize_shape, resized_shape
 from pcv.data.resize import fit_size as fit_size  # re-exported: transforms is where users look
 from pcv.data.resize import resize_and_pad as resize_and_pad_image
@@ -181,21 +181,6 @@ def random_window(scaled_hw: tuple[int, int], crop_size: tuple[int, int], rng: n
     y0 = int(rng.integers(0, sh - ch + 1)) if sh > ch else 0
     x0 = int(rng.integers(0, sw - cw + 1)) if sw > cw else 0
     return y0, x0, min(sh, ch), min(sw, cw)
-
-
-def pad_example_arrays(image: np.ndarray, ids: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Pad bottom / right to ``size``: image with :data:`PAD_COLOR`, ids with 0 (void)."""
-    h, w = ids.shape
-    if (h, w) == tuple(size):
-        return image, ids
-    if h > size[0] or w > size[1]:
-        raise ValueError(f"cannot pad {h}x{w} to the smaller {size[0]}x{size[1]}")
-    out_image = np.empty((*size, 3), np.uint8)
-    out_image[...] = PAD_COLOR
-    out_image[:h, :w] = image
-    out_ids = np.zeros(size, ids.dtype)
-    out_ids[:h, :w] = ids
-    return out_image, out_ids
 
 
 def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:

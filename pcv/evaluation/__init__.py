@@ -2,11 +2,14 @@
 
 - :mod:`pcv.evaluation.pq`: ``pq_compute`` scores COCO panoptic JSON + PNG
   folders; ``pq_image_stats`` and ``PQStat`` do the same on in-memory id maps.
-- :mod:`pcv.evaluation.metrics`: mIoU of the semantic map (``SemanticStat``)
-  and COCO instance AP of the thing segments (``InstanceStat``, with
-  pycocotools: ``pip install 'pcv[coco]'``).
 - :mod:`pcv.evaluation.evaluator`: the :class:`Evaluator`, a Predictor run
-  over a split, sharded over hosts, feeding metric objects.
+  over a split, sharded over hosts, feeding :class:`Metric` objects
+  (:mod:`pcv.evaluation.protocol`: reset, add a batch, combine across hosts,
+  result).
+- :mod:`pcv.evaluation.metrics`: the metrics: :class:`PanopticQuality`,
+  :class:`SemanticIoU` (mIoU), :class:`InstanceAP` (COCO AP, with
+  pycocotools: ``pip install 'pcv[coco]'``), :class:`CocoPanopticFiles`
+  (the predictions as COCO files).
 - :mod:`pcv.evaluation.report`: the per-image report (worst images first).
 - :mod:`pcv.evaluation.calibration`: post-processing settings chosen by PQ
   on held-out images.
@@ -29,6 +32,16 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "pq_image_stats": "pq",
         "read_id_png": "pq",
         "SemanticStat": "metrics",
+        "PanopticQuality": "metrics",
+        "SemanticIoU": "metrics",
+        "InstanceAP": "metrics",
+        "CocoPanopticFiles": "metrics",
+        "default_metrics": "metrics",
+        "rescore_files": "metrics",
+        "Metric": "protocol",
+        "Item": "protocol",
+        "Run": "protocol",
+        "PerImageReport": "report",
         "InstanceStat": "metrics",
         "Evaluator": "evaluator",
         "calibrate": "calibration",

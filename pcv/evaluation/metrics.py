@@ -1,4 +1,9 @@
-"""Metrics beside PQ: mIoU of the semantic map, and COCO instance AP of the thing segments.
+"""The Evaluator's metrics: PQ, mIoU of the semantic map, COCO instance AP, and the COCO panoptic files.
+
+:func:`default_metrics` is what training and ``python -m pcv.evaluate`` score
+(:class:`PanopticQuality`, :class:`SemanticIoU`, :class:`InstanceAP`);
+:class:`CocoPanopticFiles` writes the predictions as COCO files. Each is a
+:class:`~pcv.evaluation.evaluator.Metric`.
 
 Both score what PQ scores, the panoptic answer (an id map and its
 ``segments_info``) against the panoptic ground truth, so they need nothing
@@ -31,10 +36,18 @@ import contextlib
 import io
 import json
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from pcv.data.coco_files import CocoPanopticWriter, plain_id, write_coco_panoptic
+from pcv.data.panoptic import example_stem
 from pcv.errors import MissingDependency
+from pcv.evaluation.pq import PQStat, pq_compute, pq_image_stats
+from pcv.evaluation.protocol import Item, Metric, Run
+from pcv.runtime import distributed
+from pcv.runtime.files import write_atomic
+from pcv.runtime.paths import as_path
 
 AP_KEYS = ("ap", "ap50", "ap75", "aps", "apm", "apl")
 
@@ -193,6 +206,182 @@ def coco_ap(images, gt: Sequence[Mapping], detections: Sequence[Mapping], catego
 
 def write_detections(path, detections: Sequence[Mapping]) -> None:
     """The detections as a COCO results file (a JSON list of image_id, category_id, segmentation, score)."""
-    from pcv.runtime.files import write_atomic
-
     write_atomic(path, json.dumps([dict(d) for d in detections]))
+
+
+# ----------------------------------------------------------------------------
+# The metric objects the Evaluator feeds (pcv.evaluation.evaluator.Metric).
+# ----------------------------------------------------------------------------
+
+
+def _gt(item: Item) -> tuple:
+    return item.example["segment_ids"], item.example["segments_info"]
+
+
+def _pred(item: Item) -> tuple:
+    return item.prediction.ids, item.prediction.segments_info
+
+
+class PanopticQuality(Metric):
+    """PQ, SQ and RQ by the COCO rules (:func:`pcv.evaluation.pq_image_stats`), summed over hosts.
+
+    Result: ``{"All", "Things", "Stuff"}`` (``pq``, ``sq``, ``rq``, ``n``) and
+    ``"per_class"``, as :func:`pcv.evaluation.pq_compute` returns them.
+    """
+
+    def reset(self, run: Run) -> None:
+        self.categories = run.dataset.categories
+        self.category_ids = [int(c["id"]) for c in self.categories]
+        self.stat = PQStat()
+
+    def add(self, items: Sequence[Item]) -> None:
+        for item in items:
+            self.stat += pq_image_stats(
+                *_gt(item), *_pred(item), self.categories, image_id=item.example.get("image_id")
+            )
+
+    def combine(self) -> None:
+        summed = distributed.sum_across_hosts(self.stat.to_array(self.category_ids))
+        self.stat = PQStat.from_array(summed, self.category_ids)
+
+    def result(self) -> dict:
+        return self.stat.results(self.categories)
+
+
+class SemanticIoU(Metric):
+    """mIoU of the semantic map (:class:`SemanticStat`), summed over hosts. Result: ``{"semantic": {...}}``."""
+
+    def reset(self, run: Run) -> None:
+        self.stat = SemanticStat([int(c["id"]) for c in run.dataset.categories])
+
+    def add(self, items: Sequence[Item]) -> None:
+        for item in items:
+            self.stat.add(*_gt(item), *_pred(item))
+
+    def combine(self) -> None:
+        self.stat.matrix = distributed.sum_across_hosts(self.stat.matrix)
+
+    def result(self) -> dict:
+        return {"semantic": self.stat.results()}
+
+
+class InstanceAP(Metric):
+    """COCO instance AP of the thing segments (:class:`InstanceStat`, pycocotools). Result: ``{"instances": {...}}``.
+
+    With ``out_dir``, process 0 also writes the detections in COCO's results
+    format to ``<out_dir>/instances.json`` (result: ``{"files":
+    {"instances_json": path}}`` too).
+    """
+
+    def __init__(self, out_dir=None):
+        self.out_dir = out_dir
+
+    def reset(self, run: Run) -> None:
+        self.stat = InstanceStat(run.dataset.categories)
+        self.image_ids: dict[int, Any] = {}  # position in the split -> the image's id in the files
+
+    def add(self, items: Sequence[Item]) -> None:
+        for item in items:
+            self.stat.add(item.index, *_gt(item), *_pred(item))
+            self.image_ids[item.index] = plain_id(item.example.get("image_id", item.index))
+
+    def combine(self) -> None:
+        parts = distributed.gather_objects({"stat": self.stat.parts(), "ids": self.image_ids})
+        self.stat = self.stat.merge([p["stat"] for p in parts])
+        self.image_ids = {k: v for p in parts for k, v in p["ids"].items()}
+        self.ap = distributed.broadcast_object(self.stat.results() if distributed.is_main() else None)
+        self.files = {}
+        if self.out_dir is not None:
+            path = as_path(self.out_dir) / "instances.json"
+            if distributed.is_main():  # detections carry positions in the split; the file, the images' ids
+                write_detections(path, [dict(d, image_id=self.image_ids[d["image_id"]]) for d in self.stat.detections])
+            self.files = {"instances_json": str(path)}
+            distributed.sync("pcv-instances-json")
+
+    def result(self) -> dict:
+        return {"instances": self.ap, **({"files": self.files} if self.files else {})}
+
+
+class CocoPanopticFiles(Metric):
+    """The predictions as COCO panoptic files in ``out_dir``, with the ground truth they are scored against.
+
+    Every host writes its own PNGs (``panoptic/``); process 0 gathers the
+    segments and writes ``predictions.json`` (image order of the split, the
+    dataset's category ids, the images' own sizes) and, unless the dataset
+    has COCO files of its own, the ground truth under ``gt/``. Result:
+    ``{"files": {"predictions_json", "predictions_folder", "gt_json",
+    "gt_folder"}}``, which :func:`rescore_files` scores with
+    :func:`pcv.evaluation.pq_compute`.
+    """
+
+    def __init__(self, out_dir):
+        self.out_dir = out_dir
+
+    def reset(self, run: Run) -> None:
+        self.run = run
+        info = f"pcv predictions, {run.split} split, step {run.predictor.step}, flip {run.predictor.flip}"
+        self.writer = CocoPanopticWriter(self.out_dir, run.dataset.categories, info={"description": info})
+        self.order: list[int] = []  # position in the split of each image written, to sort the gathered entries
+        self.files: dict = {}
+
+    def add(self, items: Sequence[Item]) -> None:
+        for item in items:
+            example, prediction = item.example, item.prediction
+            self.writer.add(
+                example_stem(example, self.run.split),
+                example["image_id"],
+                prediction.ids,
+                prediction.segments_info,
+                file_name=example.get("file_name"),
+            )
+            self.order.append(item.index)
+
+    def combine(self) -> None:
+        w = self.writer
+        parts = distributed.gather_objects({"images": w.images, "annotations": w.annotations, "order": self.order})
+        if distributed.is_main():
+            entries = sorted(
+                (i, im, ann) for part in parts for i, im, ann in zip(part["order"], part["images"], part["annotations"])
+            )
+            w.images, w.annotations = [e[1] for e in entries], [e[2] for e in entries]
+            pred = w.close()
+            gt = self.ground_truth_files()
+            self.files = {
+                "predictions_json": str(pred["json"]),
+                "predictions_folder": str(pred["panoptic_folder"]),
+                "gt_json": str(gt["json"]),
+                "gt_folder": str(gt["panoptic_folder"]),
+            }
+        self.files = distributed.broadcast_object(self.files)
+
+    def ground_truth_files(self) -> dict:
+        """The evaluated images' ground truth as COCO files: the dataset's own, or written under ``gt/``."""
+        dataset, count = self.run.dataset, self.run.count
+        own = getattr(dataset, "coco_panoptic_files", None)
+        if own is not None and count == len(dataset):
+            return own()
+        return write_coco_panoptic(
+            dataset, as_path(self.out_dir) / "gt", split=self.run.split, indices=range(count), images=False
+        )
+
+    def result(self) -> dict:
+        return {"files": self.files}
+
+
+def rescore_files(files: Mapping, num_workers: int | None = 0) -> dict:
+    """PQ of the files :class:`CocoPanopticFiles` wrote, by :func:`pcv.evaluation.pq_compute`, as COCO tools see it."""
+    return pq_compute(
+        files["gt_json"],
+        files["predictions_json"],
+        files["gt_folder"],
+        files["predictions_folder"],
+        num_workers=num_workers,
+    )
+
+
+def default_metrics(*, out_dir=None) -> list[Metric]:
+    """PQ, mIoU and, with pycocotools installed, AP (its detections written to ``out_dir`` when given)."""
+    metrics: list[Metric] = [PanopticQuality(), SemanticIoU()]
+    if have_pycocotools():
+        metrics.append(InstanceAP(out_dir))
+    return metrics

@@ -9,15 +9,23 @@ from __future__ import annotations
 
 import dataclasses
 
+import jax
 import numpy as np
+from jax.sharding import Mesh
 
+from pcv import config as config_lib
+from pcv.data.datasets import make_datasets
+from pcv.errors import ConfigError
+from pcv.evaluation import calibration
 from pcv.evaluation.evaluator import Evaluator
-from pcv.evaluation.report import write_report
+from pcv.evaluation.metrics import CocoPanopticFiles, default_metrics, rescore_files
+from pcv.evaluation.pq import format_table
+from pcv.evaluation.report import PerImageReport, write_report
 from pcv.inference.predictor import Predictor
 from pcv.runtime import distributed
-
-#: Config fields ``python -m pcv.evaluate`` may override (they change what is evaluated, not the model).
-EVAL_OVERRIDES = ("data.", "inference.", "eval_batch_size", "num_devices")
+from pcv.runtime.files import write_json
+from pcv.runtime.paths import as_path
+from pcv.runtime.workdir import EVAL, Workdir
 
 
 def evaluate_workdir(
@@ -46,8 +54,9 @@ def evaluate_workdir(
       flip: horizontal-flip test-time augmentation.
       num_images: evaluate the first n images (default all).
       overrides: dotted config fields to change for this evaluation
-        (``{"inference.threshold": 2.0, "data.data_dir": ...}``; only
-        ``data.*``, ``inference.*``, ``eval_batch_size``, ``num_devices``).
+        (``{"inference.threshold": 2.0, "data.data_dir": ...}``, applied after
+        the calibration with :func:`pcv.config.override`); what is evaluated
+        may change, the network may not.
       num_workers: processes scoring the files (:func:`pcv.evaluation.pq_compute`).
       calibrated: use the work dir's calibrated post-processing when present.
       calibrate: first choose the post-processing on the calibration split
@@ -60,40 +69,18 @@ def evaluate_workdir(
       ``num_images``, ``inference`` (the settings used), ``eval`` (PQ of the
       exported files, mIoU and, with pycocotools, AP) and ``files``.
     """
-    import jax
-    from jax.sharding import Mesh
-
-    from pcv import config as config_lib
-    from pcv.data.datasets import make_datasets
-    from pcv.errors import ConfigError
-    from pcv.evaluation.pq import format_table
-    from pcv.runtime.files import write_json
-    from pcv.runtime.workdir import EVAL, Workdir
-
     wd = Workdir(workdir)
     wd.require()
-    config = wd.read_config()
-    overrides = dict(overrides or {})
-    for name in overrides:
-        if not name.startswith(EVAL_OVERRIDES):
-            raise ConfigError(
-                f"config.{name}: cannot change when evaluating a trained model (only "
-                "data.*, inference.*, eval_batch_size and num_devices)"
-            )
-    inference = {k.split(".", 1)[1]: v for k, v in overrides.items() if k.startswith("inference.")}
-    config = config_lib.replace(config, **overrides)
+    calibrated = calibrated and not calibrate
+    config = config_lib.override(wd.read_config(calibrated=calibrated), overrides or {})
     devices = jax.devices()[: config.num_devices or None]
     mesh = Mesh(np.array(devices), ("data",))
-    predictor = Predictor.from_workdir(
-        wd, step, config=config, inference=inference, calibrated=calibrated and not calibrate, flip=flip, mesh=mesh
-    )
+    predictor = Predictor.from_workdir(wd, step, overrides=overrides, calibrated=calibrated, flip=flip, mesh=mesh)
     splits = make_datasets(config.data, config.seed)
     dataset = splits.get(split)
     batch = config.eval_batch_size or config.batch_size
     batch = -(-batch // len(devices)) * len(devices)
     if calibrate:
-        from pcv.evaluation import calibration
-
         if splits.calibration is None:
             raise ConfigError(
                 "--calibrate needs held-out images: train with --config.data.calibration_images=N (the last N "
@@ -112,20 +99,14 @@ def evaluate_workdir(
             "evaluate on the dataset the model was trained for"
         )
     out = out_dir or wd.path / EVAL / f"{split}_step{predictor.step}{'_flip' if flip else ''}"
+    metrics = [*default_metrics(out_dir=out), CocoPanopticFiles(out), *([PerImageReport()] if report > 0 else [])]
     evaluator = Evaluator(
-        dataset,
-        batch_size=batch,
-        num_images=num_images,
-        out_dir=out,
-        split=split,
-        progress=progress,
-        per_image=report > 0,
-        log=log,
+        dataset, batch_size=batch, metrics=metrics, num_images=num_images, split=split, progress=progress, log=log
     )
     in_memory = evaluator.run(predictor)
     results = None
     if distributed.is_main():
-        scores = evaluator.rescore_files(num_workers)
+        scores = rescore_files(in_memory["files"], num_workers)
         results = {
             "step": predictor.step,
             "split": split,
@@ -133,15 +114,15 @@ def evaluate_workdir(
             "num_images": evaluator.count,
             "inference": dataclasses.asdict(predictor.inference),
             "eval": {**scores, **{k: in_memory[k] for k in ("semantic", "instances") if k in in_memory}},
-            "files": evaluator.files,
+            "files": in_memory["files"],
             "in_memory_matches_files": _same(scores, {k: in_memory[k] for k in scores}),
         }
-        write_json(evaluator.out_dir_path / "results.json", results, indent=2)
+        write_json(as_path(out) / "results.json", results, indent=2)
         log(f"step {predictor.step}, {split} split, {evaluator.count} images{', flip TTA' if flip else ''}:")
         log(format_table(results["eval"]))
-        log(f"wrote {evaluator.out_dir_path}")
+        log(f"wrote {as_path(out)}")
     if report > 0:
-        write_report(evaluator, predictor, report, log=log)
+        write_report(in_memory["images"], dataset, predictor, out, report, split=split, log=log)
     return distributed.broadcast_object(results)
 
 

@@ -30,6 +30,8 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import jax
+import ml_dtypes  # a dependency of jax
 import numpy as np
 
 from pcv.data.resize import resize_and_pad, resized_shape  # portable: inlined
@@ -93,8 +95,6 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 continue
             dtype = _SAFETENSORS_DTYPES[entry["dtype"]]
             if dtype == "bfloat16":
-                import ml_dtypes  # a dependency of jax
-
                 dtype = ml_dtypes.bfloat16
             start, end = entry["data_offsets"]
             if end > len(body):
@@ -133,7 +133,6 @@ class ExportedModel:
     """
 
     def __init__(self, folder: str | os.PathLike):
-        import jax
 
         self.folder = Path(folder)
         manifest, tensors = read_weights(self.folder)
@@ -194,8 +193,6 @@ class ExportedModel:
 
     def postprocess(self, logits: Mapping) -> dict:
         """Heads' outputs -> the batched raw result (maps at the padded size), as numpy."""
-        import jax
-
         return jax.device_get(self._post.call(logits["semantic"], logits["votes"]))
 
     def __call__(self, image: np.ndarray) -> Prediction:

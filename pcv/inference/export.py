@@ -39,6 +39,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from safetensors.numpy import save_file
 
 from pcv import __version__
 from pcv.config import OUTPUT_STRIDE
@@ -169,8 +170,6 @@ def export_bundle(predictor: Predictor, out_dir, *, config=None, platforms=PLATF
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        from safetensors.numpy import save_file
-
         host = jax.device_get(arrays)
         save_file({n: np.ascontiguousarray(a) for n, a in zip(names, host)}, str(staging / bundle.WEIGHTS))
         (staging / bundle.FORWARD).write_bytes(exported_net.serialize())

@@ -66,7 +66,7 @@ __all__ = ["InferenceConfig", "VOID", "flip_tta", "mirror_outputs", "panoptic_in
 # ----------------------------------------------------------------------------
 
 
-def resize_nearest(x, out_hw: tuple[int, int]):
+def resize_map_nearest(x, out_hw: tuple[int, int]):
     """Nearest-neighbour resize of ``[H, W, ...]`` with half-pixel centres.
 
     Output pixel i samples input ``floor((i + 0.5) * H / H_out)``; the same
@@ -249,7 +249,7 @@ def _infer_one(
     else:
         area_scale = (out_hw[0] * out_hw[1]) / (h * w)
         maps = _resolve(bounds, sem_label, ys, xs, regions, inst_class, thing_mask, area_scale, min_stuff_area)
-        maps = {key: resize_nearest(maps[key], out_hw) if key != "counts" else maps[key] for key in maps}
+        maps = {key: resize_map_nearest(maps[key], out_hw) if key != "counts" else maps[key] for key in maps}
     inst_valid = valid & (maps["counts"] > 0)
 
     return {

@@ -15,9 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, ImageOps
 
 from pcv import viz
 from pcv.data.coco_files import CocoPanopticWriter
+from pcv.data.coco_panoptic import to_rgb8
 from pcv.errors import DataError
 from pcv.inference.predictor import Predictor
 from pcv.runtime.files import write_atomic, write_json
@@ -115,11 +117,6 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
     Raises :class:`pcv.errors.DataError` naming the file if it cannot be decoded.
     """
-    from PIL import Image, ImageOps
-
-    from pcv.data.coco_panoptic import to_rgb8
-    from pcv.errors import DataError
-
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)

@@ -27,19 +27,20 @@ evaluator's path, sharded over a device mesh and over hosts).
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec, SingleDeviceSharding
 
+from pcv import config as config_lib
 from pcv.config import OUTPUT_STRIDE, InferenceConfig
 from pcv.data.batching import normalize_images
 from pcv.data.panoptic import LabelSpace
 from pcv.data.transforms import EvalGeometry
-from pcv.errors import WorkdirError
+from pcv.errors import ConfigError, WorkdirError
 from pcv.inference.postprocess import flip_tta, panoptic_inference
 from pcv.inference.segments import Prediction, finish
 from pcv.models import build
@@ -102,38 +103,33 @@ class Predictor:
         workdir,
         step: int | None = None,
         *,
-        config=None,
-        inference: InferenceConfig | Mapping | None = None,
+        overrides: Mapping | None = None,
         calibrated: bool = True,
         flip: bool = False,
         mesh=None,
     ) -> Predictor:
         """The model of a work dir's checkpoint (default the newest).
 
-        Post-processing: the run's ``config.inference``, replaced by the
-        work dir's calibration (``calibration.json``, :mod:`pcv.evaluation.calibration`)
-        when ``calibrated`` and present, then by ``inference`` (a full
-        :class:`InferenceConfig` or a mapping of the fields to change).
-        ``config`` replaces the work dir's recorded config (e.g. with other
-        evaluation sizes); its model fields must be the trained ones.
+        Its settings are the run's recorded config with, when ``calibrated``,
+        the post-processing the work dir's calibration chose
+        (``calibration.json``, :mod:`pcv.evaluation.calibration`), then
+        ``overrides`` (dotted fields, ``{"inference.threshold": 2.0}``, as
+        :func:`pcv.config.override` takes them): the post-processing and the
+        evaluation geometry may change, the network may not.
         """
         wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+        wd.require()
+        for name in overrides or {}:
+            if name == "grid" or name.startswith("model."):
+                raise ConfigError(f"config.{name}: cannot change for a trained model (it defines the network)")
+        config = config_lib.override(wd.read_config(calibrated=calibrated), overrides or {})
         config, labels, graphdef, step, model_state = restore_model(wd, step, config=config, mesh=mesh)
-        grid = VoteGrid(config.grid)
-        settings = config.inference
-        chosen = wd.read_calibration() if calibrated else None
-        if chosen:
-            settings = dataclasses.replace(settings, **chosen)
-        if isinstance(inference, InferenceConfig):
-            settings = inference
-        elif inference:
-            settings = dataclasses.replace(settings, **dict(inference))
         return cls(
             graphdef,
             model_state,
-            grid,
+            VoteGrid(config.grid),
             labels,
-            inference=settings,
+            inference=config.inference,
             geometry=EvalGeometry.from_config(config.data),
             flip=flip,
             mesh=mesh,
@@ -160,7 +156,6 @@ class Predictor:
     def to_host(self, tree):
         if self.mesh is None or jax.process_count() == 1:
             return jax.device_get(tree)
-        from jax.experimental import multihost_utils
 
         local = multihost_utils.global_array_to_host_local_array(tree, self.mesh, PartitionSpec("data"))
         return jax.tree.map(np.asarray, local)

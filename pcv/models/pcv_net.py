@@ -48,6 +48,7 @@ from flax import nnx
 from pcv.config import SIZE_MULTIPLE
 from pcv.models.fpn import FPN, HEAD_NORMS, PyramidFusion
 from pcv.models.resnet import BACKBONES, NORMS, build_backbone
+from pcv.models.weights import load_backbone  # here: only a pretrained model needs it
 
 
 class PCVNet(nnx.Module):
@@ -124,8 +125,6 @@ class PCVNet(nnx.Module):
             )
 
         if pretrained:
-            from pcv.models.weights import load_backbone  # here: only a pretrained model needs it
-
             # Every backbone variable comes from the file (load_backbone fills
             # all or raises), so skip computing a random init: build it
             # abstractly. Saves seconds on CPU for ResNet-50/101.

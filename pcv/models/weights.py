@@ -66,6 +66,8 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import load_file, save_file
 
 from pcv.errors import MissingDependency, PcvError
 from pcv.models.resnet import ResNet, torchvision_key
@@ -87,9 +89,6 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Raises :class:`CorruptFileError` naming the file for a truncated file or
     a damaged header.
     """
-    from safetensors import SafetensorError
-    from safetensors.numpy import load_file
-
     try:
         tensors = load_file(os.fspath(path))
     except (SafetensorError, ValueError) as e:
@@ -99,8 +98,6 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The ``__metadata__`` strings of a safetensors file ({} if none)."""
-    from safetensors import safe_open
-
     with safe_open(os.fspath(path), framework="numpy") as f:
         return dict(f.metadata() or {})
 
@@ -109,8 +106,6 @@ def write_safetensors(
     path: str | os.PathLike, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None
 ) -> None:
     """Write ``tensors`` (name -> array, any numpy dtype incl. bfloat16) as a safetensors file."""
-    from safetensors.numpy import save_file
-
     if metadata and not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()):
         raise TypeError(f"safetensors metadata must map str to str, got {dict(metadata)!r}")
     save_file(

@@ -18,6 +18,9 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, TextIO
 
+from tqdm import tqdm
+from tqdm.auto import tqdm as tqdm_auto
+
 from pcv.runtime.metrics import to_float
 
 
@@ -109,15 +112,24 @@ class EtaTimer:
         return None if math.isnan(rate) else left / rate
 
 
-class ProgressBar:
-    """Progress of a loop: one redrawn line on a terminal, a few lines in a log.
+def in_notebook() -> bool:
+    """Whether this process is a Jupyter / Colab kernel (where a progress bar is a widget)."""
+    ipython = sys.modules.get("IPython")
+    try:
+        return type(ipython.get_ipython()).__name__ in ("ZMQInteractiveShell", "Shell")
+    except AttributeError:
+        return False
 
-    On a TTY the line is redrawn at most every ``min_interval`` seconds. Else
-    (a log file, a batch job) a line is printed each time another
-    ``1 / lines`` of ``total`` is done, or, with no ``total``, at 10, 20, 50,
-    100, 200... items; ``close()`` prints the final count and the time taken.
-    Rates are measured from the first ``update``, after the first item's
-    compilation.
+
+class ProgressBar:
+    """Progress of a loop: a live bar on a terminal or in a notebook, a few plain lines in a log.
+
+    On a terminal (or ``tty=True``) the bar is tqdm's, redrawn at most every
+    ``min_interval`` seconds; in a notebook, tqdm's widget. Else (a log
+    file, a batch job) a line is printed each time another ``1 / lines`` of
+    ``total`` is done, or, with no ``total``, at 10, 20, 50, 100, 200...
+    items; ``close()`` prints the final count and the time taken. Rates are
+    measured from the first ``update``, after the first item's compilation.
     """
 
     def __init__(
@@ -137,18 +149,19 @@ class ProgressBar:
         self.count = 0
         self.enabled = enabled
         self._file = sys.stdout if file is None else file
+        notebook = file is None and in_notebook()
         if tty is None:
             isatty = getattr(self._file, "isatty", None)
             tty = bool(isatty()) if isatty is not None else False
-        self._tty = tty
+        self._live = None
+        if enabled and (tty or notebook):
+            bar = tqdm_auto if notebook else tqdm
+            self._live = bar(total=total, desc=desc, file=self._file, mininterval=min_interval, dynamic_ncols=True)
         self._lines = max(1, lines)
-        self._min_interval = min_interval
         self._clock = clock
         self._start = clock()
         self._first: tuple[float, int] | None = None  # (time, count) at the first update.
         self._milestone = 1  # Next fraction (in 1/lines) or 1-2-5 index to print at.
-        self._last_draw = -math.inf
-        self._width = 0
         self._closed = False
 
     def _rate(self) -> float | None:
@@ -161,11 +174,7 @@ class ProgressBar:
     def _line(self, final: bool) -> str:
         parts = [self.desc] if self.desc else []
         if self.total:
-            frac = min(1.0, self.count / self.total)
-            if self._tty:
-                filled = int(frac * 30)
-                parts.append("[" + "#" * filled + "." * (30 - filled) + "]")
-            parts.append(f"{self.count}/{self.total} ({100 * frac:.0f}%)")
+            parts.append(f"{self.count}/{self.total} ({100 * min(1.0, self.count / self.total):.0f}%)")
         else:
             parts.append(f"{self.count}")
         rate = self._rate()
@@ -178,7 +187,7 @@ class ProgressBar:
         return "  ".join(parts)
 
     def _due(self) -> bool:
-        """Whether a non-TTY line is due; advances the milestone past the count."""
+        """Whether a log line is due; advances the milestone past the count."""
         due = False
         if self.total:
             while self._milestone <= self._lines and self.count * self._lines >= self._milestone * self.total:
@@ -190,14 +199,8 @@ class ProgressBar:
                 due = True
         return due
 
-    def _draw(self, final: bool = False) -> None:
-        line = self._line(final)
-        if self._tty:
-            pad = " " * max(0, self._width - len(line))
-            self._file.write("\r" + line + pad + ("\n" if final else ""))
-            self._width = len(line)
-        else:
-            self._file.write(line + "\n")
+    def _print(self, final: bool = False) -> None:
+        self._file.write(self._line(final) + "\n")
         self._file.flush()
 
     def update(self, n: int = 1) -> None:
@@ -206,20 +209,19 @@ class ProgressBar:
             self._first = (self._clock(), self.count)
         if not self.enabled or self._closed:
             return
-        if self._tty:
-            now = self._clock()
-            if now - self._last_draw >= self._min_interval:
-                self._last_draw = now
-                self._draw()
+        if self._live is not None:
+            self._live.update(n)
         elif self._due() and not (self.total and self.count >= self.total):
-            self._draw()  # The 100% line is close()'s, with the time taken.
+            self._print()  # The 100% line is close()'s, with the time taken.
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self.enabled:
-            self._draw(final=True)
+        if self._live is not None:
+            self._live.close()
+        elif self.enabled:
+            self._print(final=True)
 
     def __enter__(self) -> ProgressBar:
         return self

@@ -45,7 +45,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from pcv.errors import PcvError
 
@@ -204,8 +206,6 @@ def tpu_chips_present() -> bool:
 
 def initialize(environ: Mapping[str, str] | None = None, log=print) -> Plan:
     """Join the run the environment describes, then check the process count (module docstring)."""
-    import jax
-
     environ = os.environ if environ is None else environ
     how = plan(environ, tpu_vm=tpu_chips_present())
     if how.initialize and not jax.distributed.is_initialized():
@@ -234,13 +234,11 @@ def initialize(environ: Mapping[str, str] | None = None, log=print) -> Plan:
 
 
 def process_index() -> int:
-    import jax
 
     return jax.process_index()
 
 
 def process_count() -> int:
-    import jax
 
     return jax.process_count()
 
@@ -252,8 +250,6 @@ def is_main() -> bool:
 def sync(name: str) -> None:
     """Wait until every host got here."""
     if process_count() > 1:
-        from jax.experimental import multihost_utils
-
         multihost_utils.sync_global_devices(name)
 
 
@@ -266,7 +262,6 @@ def allgather_array(array) -> np.ndarray:
     array = np.ascontiguousarray(np.asarray(array))
     if process_count() == 1:
         return array[None]
-    from jax.experimental import multihost_utils
 
     raw = np.asarray(multihost_utils.process_allgather(array.view(np.uint8).reshape(-1), tiled=False))
     return raw.view(array.dtype).reshape((raw.shape[0], *array.shape))
@@ -284,7 +279,6 @@ def gather_objects(obj: Any) -> list:
     """``[obj of host 0, obj of host 1, ...]`` on every host; ``obj`` must be JSON-serialisable."""
     if process_count() == 1:
         return [obj]
-    from jax.experimental import multihost_utils
 
     data = np.frombuffer(json.dumps(obj).encode(), np.uint8)
     sizes = allgather_array(np.array([data.size], np.int64)).reshape(-1)

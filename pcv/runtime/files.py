@@ -10,6 +10,7 @@ the file.
 from __future__ import annotations
 
 import datetime
+import io
 import json
 import math
 import os
@@ -17,7 +18,9 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from etils import epath
+from PIL import Image
 
 from pcv.errors import WorkdirError
 from pcv.runtime.paths import is_cloud
@@ -89,10 +92,6 @@ def now_iso() -> str:
 
 
 def encode_png(image) -> bytes:
-    import io
-
-    import numpy as np
-    from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(image)).save(buffer, format="PNG")

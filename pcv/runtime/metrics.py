@@ -37,6 +37,11 @@ from typing import Any
 
 import numpy as np
 from etils import epath
+from tensorboardX import record_writer, summary
+from tensorboardX.proto import event_pb2
+from tensorboardX.record_writer import RecordWriter, directory_check
+
+from pcv.errors import WorkdirError
 
 
 def to_float(value: Any) -> float:
@@ -99,7 +104,6 @@ class _GcsRecordWriterFactory:
 
 
 def _register_gcs() -> None:
-    from tensorboardX import record_writer
 
     record_writer.register_writer_factory("gs", _GcsRecordWriterFactory())
 
@@ -114,8 +118,6 @@ class EventFile:
     """
 
     def __init__(self, logdir: str):
-        from tensorboardX.proto import event_pb2
-        from tensorboardX.record_writer import RecordWriter, directory_check
 
         _register_gcs()
         self._event = event_pb2.Event
@@ -137,8 +139,8 @@ class EventFile:
         if not summaries:
             return
         event = self._event(wall_time=wall_time, step=step)
-        for summary in summaries:
-            event.summary.value.extend(summary.value)
+        for one in summaries:
+            event.summary.value.extend(one.value)
         self._write(event)
 
     def flush(self) -> None:
@@ -242,8 +244,6 @@ class MetricWriter:
         wall_time = time.time()
         with self._failures():
             if self._events is not None:
-                from tensorboardX import summary
-
                 # A rate not measured yet is NaN: left out, as on the console.
                 values = [summary.scalar(tag, value) for tag, value in scalars.items() if math.isfinite(value)]
                 self._events.add(values, step, wall_time)
@@ -255,7 +255,6 @@ class MetricWriter:
         """uint8 ``[H, W, 3]`` images (also ``[H, W]`` grey)."""
         if self._events is None:
             return
-        from tensorboardX import summary
 
         with self._failures():
             values = []
@@ -271,7 +270,6 @@ class MetricWriter:
         """Text (markdown) shown in TensorBoard's text tab, e.g. the run's config."""
         if self._events is None:
             return
-        from tensorboardX import summary
 
         with self._failures():
             self._events.add([summary.text(tag, text) for tag, text in texts.items()], to_step(step), time.time())
@@ -296,8 +294,6 @@ class MetricWriter:
         try:
             yield
         except OSError as e:
-            from pcv.errors import WorkdirError
-
             raise WorkdirError(f"cannot write the metrics in {self.logdir}: {e.strerror or e}") from e
 
     def __enter__(self) -> MetricWriter:

@@ -31,11 +31,13 @@ so a crash or a full disk never leaves a file that looks complete.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import orbax.checkpoint as ocp
 from etils import epath
 
 from pcv import config as config_lib
@@ -124,8 +126,9 @@ class Workdir:
     def has_config(self) -> bool:
         return (self.path / CONFIG).exists()
 
-    def read_config(self) -> Config:
-        """The run's recorded config (``config.json``)."""
+    def read_config(self, *, calibrated: bool = False) -> Config:
+        """The run's recorded config (``config.json``); with ``calibrated``, its post-processing replaced by
+        what ``calibration.json`` chose, when the run has one (:meth:`read_calibration`)."""
         path = self.path / CONFIG
         if not path.exists():
             raise WorkdirError(
@@ -133,9 +136,13 @@ class Workdir:
                 "or pass the training config with --config)"
             )
         try:
-            return config_lib.from_json(path.read_text(), str(path))
+            config = config_lib.from_json(path.read_text(), str(path))
         except ConfigError as e:
             raise WorkdirError(f"{path} does not describe a valid run: {e}") from None
+        chosen = self.read_calibration() if calibrated else None
+        if chosen:
+            config = config_lib.override(config, {f"inference.{k}": v for k, v in chosen.items()})
+        return config
 
     def read_categories(self) -> list[dict]:
         """The run's label space as ``categories.json`` keeps it: COCO categories in train-id order."""
@@ -249,8 +256,6 @@ class Workdir:
 
     def checkpoint_manager(self, keep: int, *, read_only: bool = False):
         """Orbax manager of ``checkpoints/`` keeping the newest ``keep`` (>= 1)."""
-        import orbax.checkpoint as ocp
-
         if keep < 1 and not read_only:
             raise ConfigError(f"keep_checkpoints must be >= 1, got {keep}")
         options = ocp.CheckpointManagerOptions(
@@ -288,8 +293,6 @@ class Workdir:
         (``jax.ShapeDtypeStruct`` leaves). A missing step or a damaged
         checkpoint raises :class:`~pcv.errors.CheckpointError` naming it.
         """
-        import orbax.checkpoint as ocp
-
         steps = self.checkpoint_steps()
         if not steps:
             raise CheckpointError(
@@ -331,7 +334,6 @@ class quiet_absl:
         self.active = active
 
     def __enter__(self):
-        import logging
 
         self._logger = logging.getLogger("absl")
         self._level = self._logger.level

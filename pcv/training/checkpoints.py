@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 
 from pcv.data import pipeline
 from pcv.errors import CheckpointError, DivergedError, WorkdirError, one_line
@@ -37,8 +38,6 @@ def restore_training(wd: Workdir, ckpt, state: TrainState, iterator, log) -> tup
     host. Returns ``(step, state)``, or ``(0, None)`` when there is nothing
     to resume.
     """
-    import orbax.checkpoint as ocp
-
     check_host_count(wd, ckpt)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
     restore_args = ocp.checkpoint_utils.construct_restore_args(abstract)
@@ -92,7 +91,6 @@ def check_host_count(wd: Workdir, ckpt) -> None:
 
 
 def save(ckpt, wd: Workdir, step: int, state: TrainState, iterator) -> None:
-    import orbax.checkpoint as ocp
 
     try:
         ckpt.save(

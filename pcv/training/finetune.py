@@ -35,6 +35,7 @@ import numpy as np
 
 from pcv.errors import ConfigError
 from pcv.inference import bundle
+from pcv.inference.predictor import restore_model
 from pcv.models.build import named_leaves
 from pcv.runtime.paths import as_path
 from pcv.runtime.workdir import CONFIG, Workdir
@@ -79,7 +80,6 @@ def read_source(spec: str) -> Source:
             f"init_from={spec}: {path} is neither a trained work dir ({CONFIG}) nor an exported model "
             f"({bundle.MANIFEST})"
         )
-    from pcv.inference.predictor import restore_model
 
     _, labels, _, step, model_state = restore_model(wd, step)
     names, leaves, _ = named_leaves(jax.device_get(model_state))

@@ -34,6 +34,7 @@ import math
 from collections.abc import Mapping
 
 from pcv.config import OUTPUT_STRIDE, round_up
+from pcv.voting import VoteGrid
 
 #: Grids to choose from, smallest field first: diameters 9, 15, 27, 81, 243 map pixels.
 GRIDS = (
@@ -46,17 +47,14 @@ GRIDS = (
 MAX_SHORT_SIDE = 800
 MAX_CROP = 512
 BATCH = 16
-# Passes over the training images (at least MIN_STEPS steps). 12 with full-resolution masks:
-# PQ 75.0 in 7.6 min on a 1,000-image 160x160 set, where 16 passes with the stride-4 masks
-# resized gave 73.8 in 9.1 min (BENCHMARKS.md).
+# Passes over the training images (at least MIN_STEPS steps); the measurements behind the
+# number are in BENCHMARKS.md ("masks at full resolution").
 PASSES = 12
 MIN_STEPS = 700
 
 
 def choose(stats: Mapping) -> list[tuple[str, object, str]]:
     """``[(dotted field, value, why)]`` for the training split's statistics (module docstring)."""
-    from pcv.voting import VoteGrid
-
     size, inst, stuff = stats["image_size"], stats["instances"], stats["stuff"]
     n = int(stats["images"])
     out: list[tuple[str, object, str]] = []
@@ -136,15 +134,6 @@ def choose(stats: Mapping) -> list[tuple[str, object, str]]:
         ),
     ]
     return out
-
-
-def apply(config, choices) -> None:
-    """Set each chosen dotted field on an ``ml_collections.ConfigDict``."""
-    from pcv.config import dotted_parent
-
-    for field, value, _ in choices:
-        node, last = dotted_parent(config, field)
-        node[last] = value
 
 
 def describe(choices, source: str) -> list[str]:

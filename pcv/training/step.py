@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 import optax
+from flax import nnx
 from jax.sharding import NamedSharding
 
 from pcv.config import Config
@@ -27,7 +28,6 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, schedule: optax.
         total, parts = losses.pcv_loss(
             out, batch, sem_weight=config.loss.semantic_weight, vote_weight=config.loss.vote_weight
         )
-        from flax import nnx
 
         _, _, new_rest = nnx.split(model, nnx.Param, ...)  # updated batch statistics
         return total, (parts, nnx.to_pure_dict(new_rest))

@@ -17,6 +17,7 @@ else is refused unless ``allow_config_change``.
 from __future__ import annotations
 
 import json
+import os
 
 import jax
 import numpy as np
@@ -64,10 +65,10 @@ def check_runtime(config: Config) -> None:
         raise ConfigError(f"config.batch_size: {config.batch_size} is not divisible by the {devices} devices")
     if config.batch_size % jax.process_count():
         raise ConfigError(f"config.batch_size: {config.batch_size} is not divisible by the {jax.process_count()} hosts")
+    if config.data.name == "panoptic" and not config.data.data_dir:
+        raise ConfigError("config.data.data_dir: must name a prepared dataset (python -m pcv.prepare prints its path)")
     pretrained = config.model.pretrained
     if pretrained and "://" not in pretrained:
-        import os
-
         if not os.path.isfile(pretrained):
             raise ConfigError(f"config.model.pretrained: weight file {pretrained!r} does not exist")
 
@@ -92,7 +93,7 @@ def train_and_evaluate(
         recorded one in fields that change what is trained (recorded).
       log: where lines go (default: ``print`` on process 0).
     """
-    config = config_lib.from_mapping(config)
+    config = config_lib.read(config)
     check_runtime(config)
     wd = Workdir(workdir)
     main = jax.process_index() == 0

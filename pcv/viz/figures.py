@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 
 def new_figure(width_in: float, height_in: float, dpi: int = 100):
     """A pyplot-free figure with an Agg canvas attached."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     fig = Figure(figsize=(width_in, height_in), dpi=dpi)
     FigureCanvasAgg(fig)
     return fig
@@ -23,8 +24,6 @@ def figure_to_array(fig) -> np.ndarray:
 
 def figure_png(fig) -> bytes:
     """A figure as PNG bytes (write them with :func:`pcv.runtime.files.write_atomic`)."""
-    import io
-
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png")
     return buffer.getvalue()

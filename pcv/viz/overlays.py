@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from matplotlib.patches import Patch
 
 from pcv.viz.colours import as_rgb, blend, segment_colours
 from pcv.viz.figures import figure_for, image_axes
@@ -37,8 +38,6 @@ def overlay(
     Returns:
       a matplotlib ``Figure``.
     """
-    from matplotlib.patches import Patch
-
     image = as_rgb(image)
     picture = blend(image, segment_ids, segments_info, categories, alpha=alpha)
     fig = figure_for(image.shape[:2], extra_width_in=2.2 if legend else 0.0)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+from matplotlib.collections import PatchCollection
+from matplotlib.patches import Rectangle
 
 from pcv.viz.colours import as_rgb
 from pcv.viz.figures import figure_for, image_axes, map_scale
+from pcv.voting import backproject
 from pcv.voting.grid import VoteGrid
 
 
@@ -82,11 +85,6 @@ def backprojection(
     Returns:
       a ``Figure``; ``fig.member_mask`` holds the bool ``[h, w]`` mask drawn.
     """
-    from matplotlib.collections import PatchCollection
-    from matplotlib.patches import Rectangle
-
-    from pcv.voting import backproject
-
     image = as_rgb(image)
     bins = np.asarray(bins, np.int32)
     sy, sx = map_scale(image, bins.shape, scale)
