@@ -34,6 +34,7 @@ import importlib.util
 import json
 import os
 import pathlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,6 +68,20 @@ DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("poly", "step")
 CENTROIDS = ("mass", "box")
 AGGREGATION_METHODS = ("shift", "conv")
+
+
+_DURATION = re.compile(r"^\s*(?:(\d+(?:\.\d+)?)\s*h)?\s*(?:(\d+(?:\.\d+)?)\s*m)?\s*(?:(\d+(?:\.\d+)?)\s*s?)?\s*$")
+
+
+def _seconds(text: str) -> float:
+    """Seconds of a duration that matches ``_DURATION`` (``"1h30m"``, ``"90s"``, ``"90"``); 0 for ``""``."""
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in _DURATION.match(text).groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def budget_seconds(config: Config) -> float:
+    """``config.time_budget`` in seconds; 0 when the run has none."""
+    return _seconds(config.time_budget)
 
 
 def _need(ok: bool, field: str, message: str) -> None:
@@ -254,7 +269,8 @@ class Config:
     batch_size: int = 16  # global batch, across all devices and hosts
     eval_batch_size: int = 0  # global evaluation batch; 0 = batch_size
     num_devices: int = 0  # devices to use; 0 = every device of every host
-    steps: int = 1000  # training steps
+    steps: int = 1000  # training steps (with a time_budget: at most this many)
+    time_budget: str = ""  # wall clock from the start of pcv.train to results.json ("10m", "90s", "1h30m"); "" = none
     optimizer: OptimizerConfig = OptimizerConfig()  # SGD, warmup, decay
     inference: InferenceConfig = InferenceConfig()  # the post-processing
     init_from: str = ""  # fine-tune: start from a trained work dir or exported bundle ("path[:step]")
@@ -278,6 +294,12 @@ class Config:
         )
         _need(self.num_devices >= 0, "num_devices", f"must be >= 0 (0 = all devices), got {self.num_devices}")
         _need(self.steps >= 1, "steps", f"must be >= 1, got {self.steps}")
+        budget = self.time_budget
+        _need(
+            bool(_DURATION.match(budget)) and (not budget.strip() or _seconds(budget) > 0),
+            "time_budget",
+            f"{self.time_budget!r} must be a duration such as '10m', '90s' or '1h30m' (or '' for none)",
+        )
         _need(
             self.optimizer.warmup_steps < self.steps,
             "optimizer.warmup_steps",

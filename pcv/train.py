@@ -30,6 +30,7 @@ from pcv import cli
 from pcv import config as config_lib
 from pcv.errors import ConfigError
 from pcv.runtime import distributed
+from pcv.training import budget
 from pcv.training.trainer import DEFAULT_WORKDIR, EXIT_PREEMPTED, train_and_evaluate
 
 
@@ -52,7 +53,9 @@ def main(argv=None) -> int:
             raise ConfigError(f"unexpected arguments {args[1:]}; flags are --name=value")
         distributed.initialize()
         config = config_lib.override(config_lib.load(fv.config), overrides)
-        results = train_and_evaluate(config, fv.workdir, allow_config_change=fv.allow_config_change)
+        results = train_and_evaluate(
+            config, fv.workdir, allow_config_change=fv.allow_config_change, started=budget.process_start()
+        )
         return EXIT_PREEMPTED if results.get("preempted") else 0
 
     return cli.run(fv, program, argv, overrides=cli.EVERY_FIELD)

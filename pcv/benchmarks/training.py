@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -10,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from pcv import config as config_lib
-from pcv.training.state import create_train_state
+from pcv.training.state import Schedule, create_train_state
 from pcv.training.step import make_train_step
 from pcv.voting import DEFAULT_GRID
 
@@ -29,7 +30,8 @@ def train_step_on_random_data(backbone: str, size, batch: int, dtype: str):
     )
     grid = DEFAULT_GRID
     parts = create_train_state(config, 133, grid)
-    step = make_train_step(parts.graphdef, parts.tx, parts.schedule, config)
+    schedule = Schedule.of(config.optimizer, config.steps).as_array()
+    step = functools.partial(make_train_step(parts.graphdef, parts.tx, config), schedule=schedule)
     rng = np.random.default_rng(0)
     h, w = (size, size) if isinstance(size, int) else size
     s = (h // 4, w // 4)

@@ -74,13 +74,29 @@ class EtaTimer:
     never counts; calls at or before ``start_step`` are ignored for the same
     reason. Call ``reset()`` after a pause (evaluation, checkpointing) so the
     pause does not count either.
+
+    ``extra_seconds``: what comes after the last step (the final evaluation,
+    calibration), added to the ETA, so it is the time to the run's end.
+    ``fallback_seconds_per_step``: the rate to use while the window is empty
+    (after a reset), e.g. a step time measured earlier.
     """
 
-    def __init__(self, total_steps: int, *, start_step: int = 0, window: int = 20, clock=time.perf_counter):
+    def __init__(
+        self,
+        total_steps: int,
+        *,
+        start_step: int = 0,
+        window: int = 20,
+        clock=time.perf_counter,
+        extra_seconds: float = 0.0,
+        fallback_seconds_per_step: float | None = None,
+    ):
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
         self.total_steps = total_steps
         self.start_step = start_step
+        self.extra_seconds = extra_seconds
+        self.fallback_seconds_per_step = fallback_seconds_per_step
         self._clock = clock
         self._marks: deque[tuple[float, int]] = deque(maxlen=window + 1)  # (time, step)
 
@@ -102,14 +118,16 @@ class EtaTimer:
         return (s1 - s0) / (t1 - t0)
 
     def eta_seconds(self) -> float | None:
-        """Seconds to ``total_steps`` at the current rate; None while unknown."""
+        """Seconds to ``total_steps`` at the current rate, plus ``extra_seconds``; None while unknown."""
         if not self._marks:
             return None
         left = self.total_steps - self._marks[-1][1]
-        if left <= 0:
-            return 0.0
         rate = self.steps_per_second()
-        return None if math.isnan(rate) else left / rate
+        if math.isnan(rate) and self.fallback_seconds_per_step:
+            rate = 1.0 / self.fallback_seconds_per_step
+        if left <= 0:
+            return self.extra_seconds
+        return None if math.isnan(rate) else left / rate + self.extra_seconds
 
 
 def in_notebook() -> bool:

@@ -19,6 +19,7 @@ Layout::
     damaged/<step>-<time>/ checkpoints that failed to restore, moved aside and reported (never deleted)
     metrics.jsonl, events.out.tfevents.*   scalars (console line, JSON lines, TensorBoard)
     calibration.json       post-processing chosen on held-out images (pcv.evaluate --calibrate)
+    schedule.json          the steps a run sized by time decided, and what they rest on
     panel.png              input | ground truth | prediction | heatmap of a few val images
     results.json           written last: the run is complete when it exists
     eval/<split>_step<N>[_flip]/   python -m pcv.evaluate's files
@@ -54,6 +55,7 @@ CHECKPOINTS = "checkpoints"
 DAMAGED = "damaged"
 METRICS = "metrics.jsonl"
 CALIBRATION = "calibration.json"
+SCHEDULE = "schedule.json"
 PANEL = "panel.png"
 RESULTS = "results.json"
 EVAL = "eval"
@@ -178,6 +180,14 @@ class Workdir:
                 "(python -m pcv.evaluate --calibrate) or delete the file"
             ) from None
         return fields
+
+    def read_schedule(self) -> dict | None:
+        """The run length a time-budgeted run decided (``schedule.json``), or None before it decided."""
+        path = self.path / SCHEDULE
+        return read_json(path, "schedule") if path.exists() else None
+
+    def write_schedule(self, record: Mapping) -> None:
+        write_json(self.path / SCHEDULE, record, indent=1)
 
     def write_calibration(self, record: Mapping) -> None:
         """Keep a calibration record (the choice, PQ before and after, every setting tried)."""

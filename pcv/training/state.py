@@ -23,6 +23,7 @@ from typing import Any
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from pcv.config import Config, OptimizerConfig
@@ -58,12 +59,6 @@ class TrainParts:
     graphdef: Any
     state: TrainState
     tx: optax.GradientTransformation
-    schedule: optax.Schedule
-
-
-# ----------------------------------------------------------------------------
-# The network.
-# ----------------------------------------------------------------------------
 
 
 # ----------------------------------------------------------------------------
@@ -71,26 +66,73 @@ class TrainParts:
 # ----------------------------------------------------------------------------
 
 
-def make_schedule(opt: OptimizerConfig, steps: int) -> optax.Schedule:
-    """Linear warmup to ``learning_rate``, then poly or step decay over the remaining steps."""
-    warmup = optax.linear_schedule(0.0, opt.learning_rate, max(opt.warmup_steps, 1))
-    rest = steps - opt.warmup_steps
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The run's length as the step sees it: ``steps``, ``warmup_steps`` and the step decay's boundaries.
+
+    It is an argument of the jitted step (:meth:`as_array`), not a constant
+    compiled into it, so a run sized by time (:mod:`pcv.training.budget`)
+    decides its length after its step is compiled and measured.
+    """
+
+    steps: int
+    warmup_steps: int
+    boundaries: tuple[int, ...] = ()  # step decay: where the rate is multiplied by step_factor, in steps
+
+    @classmethod
+    def of(cls, opt: OptimizerConfig, steps: int, warmup_steps: int | None = None) -> Schedule:
+        """``steps`` steps with ``opt``'s warmup (or ``warmup_steps``) and its decay boundaries at fractions of them."""
+        warmup = opt.warmup_steps if warmup_steps is None else warmup_steps
+        bounds = sorted({int(f * steps) - warmup for f in opt.step_boundaries} if opt.schedule == "step" else set())
+        return cls(int(steps), int(warmup), tuple(b for b in bounds if b > 0))
+
+    def as_array(self) -> np.ndarray:
+        return np.array([self.steps, self.warmup_steps, *self.boundaries], np.int32)
+
+
+def learning_rate(opt: OptimizerConfig, count, schedule):
+    """The rate of step ``count`` (0-based): linear warmup from 0, then poly or step decay (jnp, traceable).
+
+    ``schedule``: :meth:`Schedule.as_array` (``[steps, warmup, boundaries...]``),
+    a traced value. The same numbers as optax's ``join_schedules`` of a
+    ``linear_schedule`` and a ``polynomial_schedule`` or
+    ``piecewise_constant_schedule`` built for a fixed length.
+    """
+    peak = opt.learning_rate
+    steps, warmup = schedule[0], schedule[1]
+    w = jnp.maximum(warmup, 1)
+    frac = 1 - jnp.clip(count, 0, w) / w
+    warm = (0.0 - peak) * (frac**1) + peak
+    after = count - warmup
     if opt.schedule == "poly":
-        decay = optax.polynomial_schedule(opt.learning_rate, 0.0, opt.poly_power, max(rest, 1))
+        t = jnp.maximum(steps - warmup, 1)
+        frac = 1 - jnp.clip(after, 0, t) / t
+        decay = (peak - 0.0) * (frac**opt.poly_power) + 0.0
     else:
-        bounds = {int(f * steps) - opt.warmup_steps: opt.step_factor for f in opt.step_boundaries}
-        decay = optax.piecewise_constant_schedule(opt.learning_rate, {b: s for b, s in bounds.items() if b > 0})
-    return optax.join_schedules([warmup, decay], [opt.warmup_steps])
+        decay = peak
+        for i in range(2, schedule.shape[0]):
+            indicator = jnp.maximum(0.0, jnp.sign(schedule[i] - after))
+            decay = decay * indicator + (1 - indicator) * opt.step_factor * decay
+    return jnp.where(count < warmup, warm, decay)
 
 
-def make_optimizer(opt: OptimizerConfig, schedule: optax.Schedule) -> optax.GradientTransformation:
-    """SGD with momentum and weight decay on kernels (not on norm scales and biases), optional clipping."""
+def make_optimizer(opt: OptimizerConfig) -> optax.GradientTransformation:
+    """SGD with momentum and weight decay on kernels (not on norm scales and biases), optional clipping.
+
+    The updates come out as optax's ``sgd`` makes them for a rate of 1; the
+    step multiplies them by :func:`learning_rate`. (The state is the one
+    ``sgd`` with a schedule keeps, so checkpoints of earlier runs restore.)
+    """
 
     def decay_mask(params):
         return jax.tree.map(lambda p: p.ndim > 1, params)
 
     parts = [optax.clip_by_global_norm(opt.clip_norm)] if opt.clip_norm > 0 else []
-    parts += [optax.add_decayed_weights(opt.weight_decay, mask=decay_mask), optax.sgd(schedule, momentum=opt.momentum)]
+    parts += [
+        optax.add_decayed_weights(opt.weight_decay, mask=decay_mask),
+        optax.trace(decay=opt.momentum),
+        optax.scale_by_schedule(lambda count: -1.0),
+    ]
     return optax.chain(*parts)
 
 
@@ -103,7 +145,6 @@ def create_train_state(config: Config, num_classes: int, grid: VoteGrid, *, mode
     """A fresh train state at step 0 (network from ``config.model`` and ``config.seed``, or ``model``)."""
     model = build_model(config.model, num_classes, grid, seed=config.seed) if model is None else model
     graphdef, params, rest = split_model(model)
-    schedule = make_schedule(config.optimizer, config.steps)
-    tx = make_optimizer(config.optimizer, schedule)
+    tx = make_optimizer(config.optimizer)
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest, opt_state=tx.init(params))
-    return TrainParts(graphdef, state, tx, schedule)
+    return TrainParts(graphdef, state, tx)

@@ -16,8 +16,11 @@ else is refused unless ``allow_config_change``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
+import time
 
 import jax
 import numpy as np
@@ -41,9 +44,10 @@ from pcv.runtime.files import json_text
 from pcv.runtime.lock import RunLock
 from pcv.runtime.metrics import MetricWriter
 from pcv.runtime.workdir import Workdir
+from pcv.training import budget
 from pcv.training.checkpoints import check_saves, finite_loss, restore_training, save, start_from
 from pcv.training.interrupts import Interrupts
-from pcv.training.state import create_train_state
+from pcv.training.state import Schedule, create_train_state
 from pcv.training.step import make_train_step, to_global
 from pcv.voting import VoteGrid
 
@@ -80,7 +84,13 @@ def eval_batch_size(config: Config, devices: int) -> int:
 
 
 def train_and_evaluate(
-    config, workdir, *, stop_at: int | None = None, allow_config_change: bool = False, log=None
+    config,
+    workdir,
+    *,
+    stop_at: int | None = None,
+    allow_config_change: bool = False,
+    log=None,
+    started: float | None = None,
 ) -> dict:
     """Train PCV as ``config`` says, in ``workdir``; returns the results (``results.json``).
 
@@ -92,7 +102,11 @@ def train_and_evaluate(
       allow_config_change: accept a config that differs from the work dir's
         recorded one in fields that change what is trained (recorded).
       log: where lines go (default: ``print`` on process 0).
+      started: when the run started (``time.time()``), the origin of
+        ``config.time_budget``; default now (``python -m pcv.train`` passes its
+        process's start).
     """
+    started = time.time() if started is None else started
     config = config_lib.read(config)
     check_runtime(config)
     wd = Workdir(workdir)
@@ -124,7 +138,7 @@ def train_and_evaluate(
         raise WorkdirError(verdict)
     try:
         shared_workdir(wd, lock, token)
-        return _run(config, wd, log, main, stop_at=stop_at, allow_config_change=allow_config_change)
+        return _run(config, wd, log, main, stop_at=stop_at, allow_config_change=allow_config_change, started=started)
     finally:
         if main:
             lock.release()
@@ -142,7 +156,7 @@ def shared_workdir(wd: Workdir, lock: RunLock, token: str) -> None:
         )
 
 
-def _run(config: Config, wd: Workdir, log, main: bool, *, stop_at, allow_config_change) -> dict:
+def _run(config: Config, wd: Workdir, log, main: bool, *, stop_at, allow_config_change, started: float) -> dict:
     # --- Identity: a restart trains the same run -------------------------------
     changes = wd.check_config(config, allow_change=allow_config_change)
     if wd.is_complete():  # continuing a finished run with an accepted change: keep its old results aside
@@ -180,7 +194,7 @@ def _run(config: Config, wd: Workdir, log, main: bool, *, stop_at, allow_config_
     try:
         # --- Model and optimizer --------------------------------------------------
         parts = create_train_state(config, labels.num_classes, grid)
-        graphdef, tx, schedule = parts.graphdef, parts.tx, parts.schedule
+        graphdef, tx = parts.graphdef, parts.tx
         state = jax.device_put(parts.state, replicated)
         log(
             f"model: {config.model.backbone}, {sum(x.size for x in jax.tree.leaves(state.params)):,} trainable "
@@ -203,13 +217,20 @@ def _run(config: Config, wd: Workdir, log, main: bool, *, stop_at, allow_config_
         if start_step == 0:
             writer.write_text(0, {"config": "```\n" + wd_config_text(config) + "\n```"})
 
-        # --- Step ---------------------------------------------------------------------
+        # --- Step and schedule: config.steps, or as many as fit config.time_budget -----------
         step_fn = jax.jit(
-            make_train_step(graphdef, tx, schedule, config),
-            in_shardings=(replicated, data_sharding),
+            make_train_step(graphdef, tx, config),
+            in_shardings=(replicated, data_sharding, replicated),
             out_shardings=(replicated, replicated),
             donate_argnums=0,
         )
+        budget_seconds = config_lib.budget_seconds(config)
+        decided = wd.read_schedule() if budget_seconds else None
+        total = int(decided["steps"]) if decided else config.steps
+        schedule = Schedule.of(config.optimizer, total, decided["warmup_steps"] if decided else None)
+        if decided:
+            log(f"time budget {config.time_budget}: the schedule decided before, {total} steps ({wd.path})")
+        decide_at = start_step + 1 + budget.TIMED_STEPS if budget_seconds and not decided else None
 
         # --- Evaluation: the Predictor and Evaluator of python -m pcv.evaluate ---------
         predictor = Predictor(
@@ -238,23 +259,81 @@ def _run(config: Config, wd: Workdir, log, main: bool, *, stop_at, allow_config_
 
         # --- Loop -----------------------------------------------------------------------
         interrupts = Interrupts(handle_sigterm=jax.process_count() == 1)
-        timer = EtaTimer(total_steps=config.steps, start_step=start_step)
-        last_loss = None
+        timer = EtaTimer(total_steps=total, start_step=start_step)
+        eval_seconds = decided["eval_seconds"] if decided else 0.0  # one periodic evaluation, when measured
+        if decided:
+            timer.extra_seconds, timer.fallback_seconds_per_step = decided["final_seconds"], decided["step_seconds"]
+        schedule_array = jax.device_put(schedule.as_array(), replicated)
+        last_loss, timed_from, step = None, None, start_step
+        plan, revise_at = None, None  # a time budget's plan, when this process decides it
         try:
-            for step in range(start_step + 1, config.steps + 1):
+            while step < total:
+                step += 1
                 batch = to_global(next(train_batches), data_sharding)
-                state, metrics = step_fn(state, batch)
+                state, metrics = step_fn(state, batch, schedule_array)
                 check_saves(ckpt, wd)
-                if step % config.log_every == 0 or step == config.steps or step == start_step + 1:
+                if step == decide_at:  # time the steps, then the final phases, and decide the run's length
+                    jax.block_until_ready(metrics)
+                    step_seconds = (time.perf_counter() - timed_from) / budget.TIMED_STEPS
+                    eval_seconds, final_seconds = budget.time_final_phases(
+                        predictor.replace(model_state=state.model_state, step=step),
+                        evaluator,
+                        splits.calibration,
+                        eval_batch_size(config, len(devices)),
+                    )
+                    plan = distributed.broadcast_object(
+                        budget.plan(
+                            budget_seconds=budget_seconds,
+                            spent_seconds=time.time() - started,
+                            step_seconds=step_seconds,
+                            eval_seconds=eval_seconds,
+                            final_seconds=final_seconds,
+                            eval_every=config.eval_every,
+                            steps_done=step,
+                            max_steps=config.steps,
+                            nominal_warmup=config.optimizer.warmup_steps,
+                            batch_size=config.batch_size,
+                            train_images=len(splits.train),
+                        )
+                    )
+                    total, schedule = plan.steps, plan.schedule(config.optimizer)
+                    schedule_array = jax.device_put(schedule.as_array(), replicated)
+                    timer.total_steps, timer.fallback_seconds_per_step = total, step_seconds
+                    timer.extra_seconds = final_seconds + plan.periodic_evals * eval_seconds
+                    timer.reset()
+                    revise_at = step + max(config.log_every, (total - step) // budget.REVISIONS)
+                    if main:
+                        wd.write_schedule(dataclasses.asdict(plan))
+                    log(plan.describe())
+                if step % config.log_every == 0 or step == total or step == start_step + 1:
                     metrics = jax.device_get(metrics)
                     last_loss = finite_loss(metrics, step, ckpt, wd)
                     timer.update(step)
                     images_per_s = timer.steps_per_second() * config.batch_size
                     writer.write_scalars(step, dict(metrics, images_per_second=images_per_s))
-                    log(format_train_line(step, config.steps, metrics, images_per_s, timer.eta_seconds()))
+                    if revise_at is not None and step >= revise_at and step < total:  # keep the end on time
+                        rate = timer.steps_per_second()
+                        revised = plan
+                        if math.isfinite(rate) and rate > 0:
+                            revised = plan.revised(
+                                step=step,
+                                spent_seconds=time.time() - started,
+                                step_seconds=1.0 / rate,
+                                eval_every=config.eval_every,
+                                max_steps=config.steps,
+                            )
+                        plan = distributed.broadcast_object(revised)
+                        total, timer.total_steps = plan.steps, plan.steps
+                        schedule_array = jax.device_put(plan.schedule(config.optimizer).as_array(), replicated)
+                        revise_at = step + max(config.log_every, (total - step) // budget.REVISIONS)
+                        if main:
+                            wd.write_schedule(dataclasses.asdict(plan))
+                    log(format_train_line(step, total, metrics, images_per_s, timer.eta_seconds()))
+                if step == start_step + 1:
+                    timed_from = time.perf_counter()
                 preempted = interrupts.preempted or ckpt.reached_preemption(step) or step == stop_at
                 interrupted = interrupts.interrupted and jax.process_count() == 1
-                if step % config.checkpoint_every == 0 or step == config.steps or preempted or interrupted:
+                if step % config.checkpoint_every == 0 or step == total or preempted or interrupted:
                     last_loss = finite_loss(jax.device_get(metrics), step, ckpt, wd)
                     save(ckpt, wd, step, state, train_batches)
                 if preempted or interrupted:
@@ -275,9 +354,10 @@ def _run(config: Config, wd: Workdir, log, main: bool, *, stop_at, allow_config_
                         f"checkpoint is step {ckpt.latest_step()}"
                     )
                     raise KeyboardInterrupt
-                if config.eval_every and step % config.eval_every == 0 and step != config.steps:
+                if config.eval_every and step % config.eval_every == 0 and step != total:
                     run_eval(step)
                     timer.reset()
+                    timer.extra_seconds = max(0.0, timer.extra_seconds - eval_seconds)
             ckpt.wait_until_finished()
             check_saves(ckpt, wd)
         finally:
