@@ -153,3 +153,21 @@ def test_a_damaged_calibration_file_is_one_line_naming_it(smoke_workdir, tmp_pat
     assert evaluate.main([f"--workdir={run}"]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path} is not valid JSON") and err.count("\n") == 1
+
+
+def test_a_setting_replaces_the_runs_own_only_when_it_wins_on_most_resamples():
+    from pcv.evaluation.calibration import win_rate
+
+    rng = np.random.default_rng(0)
+    # Per image (iou, tp, fp, fn) of one category: a setting that finds more on every image wins every resample.
+    tp = rng.integers(1, 4, 30)
+    own = np.stack([0.8 * tp, tp, np.ones(30), np.ones(30)], -1)[:, None, :]
+    better = np.stack([0.8 * (tp + 1), tp + 1, np.zeros(30), np.zeros(30)], -1)[:, None, :]
+    assert win_rate(better, own) == 1.0 and win_rate(own, better) == 0.0
+    assert win_rate(own, own) == 0.0  # a tie is no win
+    # Better on half the images, worse on the other half by as much: about a coin toss, below the bar.
+    mixed = own.copy()
+    mixed[:15] = better[:15]
+    mixed[15:, 0, 1:] = own[15:, 0, 1:] + [[-1, 1, 1]]
+    mixed[15:, 0, 0] = 0.8 * mixed[15:, 0, 1]
+    assert 0.05 < win_rate(mixed, own) < 0.9
